@@ -8,7 +8,6 @@ range is [-128, 127] and a ternary range is [-1, 1].
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,7 +101,8 @@ class IntRange:
     @property
     def bits(self) -> int:
         """Bits needed to index the levels: ceil(log2 K) (ternary needs 2)."""
-        return max(1, math.ceil(math.log2(self.n_levels)))
+        # exact integer form of ceil(log2 K); math.log2 rounds for K > 2^53
+        return max(1, (int(self.n_levels) - 1).bit_length())
 
     @property
     def storage_bits(self) -> int:

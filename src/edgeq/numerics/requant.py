@@ -80,12 +80,23 @@ class RequantParams:
     hi: int
 
 
+# float -> Python int, elementwise and exact (astype(int64) would wrap beyond 2^63)
+_exact_int = np.frompyfunc(int, 1, 1)
+
+
 def _int_mul_add(real_mul, real_add, d: int):
+    """``mul``, ``add`` at shift ``d`` as object arrays of Python ints (never wrapped)."""
     scale = float(2**d)
-    mul = round_half_up(np.asarray(real_mul, np.float64) * scale).astype(np.int64)
+    mul = _exact_int(round_half_up(np.asarray(real_mul, np.float64) * scale))
     # round half up of the output: fold 2^(d-1) into add
-    add = round_half_up(np.asarray(real_add, np.float64) * scale).astype(np.int64) + (1 << (d - 1))
+    add = _exact_int(round_half_up(np.asarray(real_add, np.float64) * scale)) + (1 << (d - 1))
     return mul, add
+
+
+def _as_int64(a, what: str) -> np.ndarray:
+    if _max_abs(a) > INT64_MAX:
+        raise IntegerOverflowError(f"{what} reaches {_max_abs(a)}, beyond int64")
+    return np.asarray(a).astype(np.int64)
 
 
 def choose_shift(
@@ -136,4 +147,5 @@ def make_requant(
     if shift < 1:
         raise ValueError(f"{where}: round-half-up requantisation needs shift >= 1")
     mul, add = _int_mul_add(real_mul, real_add, shift)
+    mul, add = _as_int64(mul, f"{where}: mul"), _as_int64(add, f"{where}: add")
     return RequantParams(mul=mul, add=add, shift=int(shift), lo=int(lo), hi=int(hi))

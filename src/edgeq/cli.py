@@ -1,0 +1,156 @@
+"""The ``edgeq`` command: ``run``, ``inspect`` and ``demo``.
+
+Every :class:`~edgeq.errors.EdgeqError` becomes ``error: <message>`` on stderr and exit
+status 1; usage errors exit with 2 (argparse). This module imports no torch and no
+engine code at import time: each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from edgeq import __version__
+from edgeq.errors import EdgeqError
+
+SHOW_VALUES = 10  # values printed per output
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeq", description="From quantisation-aware training to integer-only programs."
+    )
+    parser.add_argument("--version", action="version", version=f"edgeq {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a model on input files")
+    run.add_argument("model", metavar="MODEL.onnx")
+    run.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="an input: NAME=FILE.npy, NAME=FILE.txt (QuantLab/DORY text vector) or FILE",
+    )
+    run.add_argument(
+        "--layout",
+        choices=("chw", "hwc"),
+        default="chw",
+        help="channel order of multi-channel text vectors (QuantLab/DORY files use hwc)",
+    )
+    run.add_argument("--out", metavar="OUT.npz", help="also write the outputs to an .npz")
+    run.set_defaults(func=cmd_run)
+
+    inspect = sub.add_parser("inspect", help="print the per-layer table of a model")
+    inspect.add_argument("model", metavar="MODEL.onnx")
+    inspect.set_defaults(func=cmd_inspect)
+
+    demo = sub.add_parser("demo", help="build, run and check a small demo model")
+    demo.add_argument("--out", default="edgeq-demo", metavar="DIR", help="output directory")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+# -- formatting ---------------------------------------------------------------------------
+
+
+def format_values(array: np.ndarray, limit: int = SHOW_VALUES) -> str:
+    """The first ``limit`` values, integers as integers (``435, 0``)."""
+    flat = np.ravel(array)
+    if np.issubdtype(flat.dtype, np.integer) or flat.dtype == np.bool_:
+        shown = [str(int(v)) for v in flat[:limit]]
+    else:
+        shown = [f"{float(v):.6g}" for v in flat[:limit]]
+    more = f", ... ({flat.size} values)" if flat.size > limit else ""
+    return ", ".join(shown) + more
+
+
+def describe_output(name: str, array: np.ndarray) -> str:
+    return f"{name}: shape {list(array.shape)} {array.dtype.name}\n  {format_values(array)}"
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edgeq.engine import load
+    from edgeq.engine.tensor_io import load_input, write_npz
+
+    model = load(args.model)
+    names = [i.name for i in model.inputs]
+    feeds: dict[str, np.ndarray] = {}
+    for spec in args.input:
+        name, array = load_input(spec, args.layout, names)
+        if name in feeds:
+            raise EdgeqError(f"input '{name}' is given twice")
+        feeds[name] = array
+    outputs = model.run(feeds)
+    for name, array in outputs.items():
+        print(describe_output(name, np.asarray(array)))
+    if args.out:
+        write_npz(args.out, {k: np.asarray(v) for k, v in outputs.items()})
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from edgeq.engine import load
+    from edgeq.engine.analysis import format_table, layer_table, precision_of
+
+    model = load(args.model)
+    graph = model.graph
+    print(
+        f"model {args.model}: graph '{graph.name}', opset {graph.opset}, {len(graph.nodes)} nodes"
+    )
+    for kind, names in (("input ", graph.inputs), ("output", graph.outputs)):
+        for name in names:
+            v = graph.values[name]
+            print(f"  {kind} {name}: {v.shape_str()} {precision_of(v)}")
+    print()
+    print(format_table(layer_table(graph)))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edgeq.engine.demo import run_demo
+
+    result = run_demo(args.out)
+    print(f"demo model: {result.model_path}  (input: {result.input_path})")
+    print()
+    print(result.table)
+    print()
+    for name, array in result.outputs.items():
+        print(describe_output(name, array))
+    if result.max_abs_diff is None:
+        print("onnxruntime not installed: no comparison")
+    else:
+        print(f"max abs difference vs onnxruntime: {result.max_abs_diff:.3g}")
+    print(f"try: edgeq run {result.model_path} --input x={result.input_path}")
+    return 0
+
+
+# -- entry point ----------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0) and usage errors (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return args.func(args)
+    except EdgeqError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

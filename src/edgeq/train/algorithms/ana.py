@@ -1,0 +1,252 @@
+"""ANA: additive noise annealing (Spallanzani et al. 2019).
+
+Everything is in units of ε: u = x/ε, levels q_k = lo + s·k (s = 1, or 2 for {-1, +1}),
+thresholds t_i = lo + s·(i + 1/2) between q_i and q_(i+1), i = 0..K-2. The input is
+perturbed by noise ν = μ + σ·z, z from a standardised distribution D (CDF F, density f):
+uniform and triangular on [-1, 1], normal N(0, 1), logistic with scale 1. So
+
+    c_i = P(u + ν >= t_i) = F((u + μ - t_i)/σ)
+    P(q_0) = 1 - c_0,  P(q_k) = c_(k-1) - c_k,  P(q_(K-1)) = c_(K-2)
+
+and the forward ``strategy`` is ε times
+
+    expectation  E[q] = q_0 + s·Σ_i c_i
+    mode         q_k with the largest P(q_k) (ties: the upper level, as round half up)
+    random       the hard quantiser applied to u + μ + σ·z, one z per element — a sample of q
+
+The backward of every strategy is the derivative of the expectation:
+∂y/∂x = s·Σ_i f((u + μ - t_i)/σ)/σ. With σ = 0 the forward is the hard quantiser of u + μ
+and the backward is straight-through inside the clip range. In eval mode the quantiser is
+always hard (μ = σ = 0). μ and σ follow the annealing schedules of :class:`AnaParams`,
+set per epoch by :meth:`AnaQuantiser.set_epoch`.
+
+Sign convention: μ is the mean of the noise added to the input (QuantLib writes
+F((x - μ - t)/σ), i.e. the opposite sign). Only thresholds within ``reach`` ≈ R·σ of
+u + μ are evaluated (R such that the tails are below the dtype's resolution); thresholds
+further below count as crossed, those further above as not crossed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.autograd import Function
+
+from edgeq.numerics.intrange import IntRange
+from edgeq.train.algorithms.base import Quantiser, register_quantiser
+from edgeq.train.algorithms.ste import ste_quantise
+from edgeq.train.quantiser import (
+    expand_eps,
+    in_range_mask,
+    int_quantise,
+)
+
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class Noise:
+    """A standardised noise distribution: CDF, density, sampler and truncation radius.
+
+    ``radius[dtype]`` is R with F(-R) negligible at that dtype's precision.
+    """
+
+    cdf: Callable[[torch.Tensor], torch.Tensor]
+    pdf: Callable[[torch.Tensor], torch.Tensor]
+    sample: Callable[[torch.Tensor], torch.Tensor]  # returns z shaped like the argument
+    radius32: float
+    radius64: float
+
+    def radius(self, dtype: torch.dtype) -> float:
+        return self.radius64 if dtype == torch.float64 else self.radius32
+
+
+def _tri_cdf(z):
+    left = 0.5 * (1.0 + z).clamp(0, 1).pow(2)
+    right = 1.0 - 0.5 * (1.0 - z).clamp(0, 1).pow(2)
+    return torch.where(z < 0, left, right)
+
+
+NOISES: dict[str, Noise] = {
+    # uniform on [-1, 1]: F = clip((z + 1)/2, 0, 1), f = 1/2 on [-1, 1]
+    "uniform": Noise(
+        cdf=lambda z: ((z + 1.0) * 0.5).clamp(0.0, 1.0),
+        pdf=lambda z: 0.5 * (z.abs() <= 1.0).to(z.dtype),
+        sample=lambda x: torch.rand_like(x) * 2.0 - 1.0,
+        radius32=1.0,
+        radius64=1.0,
+    ),
+    # triangular on [-1, 1] with its peak at 0: f = max(1 - |z|, 0); z = U1 - U2
+    "triangular": Noise(
+        cdf=_tri_cdf,
+        pdf=lambda z: (1.0 - z.abs()).clamp_min(0.0),
+        sample=lambda x: torch.rand_like(x) - torch.rand_like(x),
+        radius32=1.0,
+        radius64=1.0,
+    ),
+    # standard normal: F = (1 + erf(z/√2))/2
+    "normal": Noise(
+        cdf=lambda z: 0.5 * (1.0 + torch.erf(z / _SQRT2)),
+        pdf=lambda z: _INV_SQRT_2PI * torch.exp(-0.5 * z * z),
+        sample=torch.randn_like,
+        radius32=6.0,
+        radius64=9.0,
+    ),
+    # logistic with scale 1: F = sigmoid(z), f = F(1 - F); z = logit(U)
+    "logistic": Noise(
+        cdf=torch.sigmoid,
+        pdf=lambda z: torch.sigmoid(z) * torch.sigmoid(-z),
+        sample=lambda x: torch.logit(torch.rand_like(x).clamp(1e-7, 1 - 1e-7)),
+        radius32=18.0,
+        radius64=40.0,
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------
+# thresholds near u + μ
+# --------------------------------------------------------------------------------------
+def threshold_window(v: torch.Tensor, r: IntRange, reach: int):
+    """Threshold indices i near v (shape v.shape + [J]), their validity, and the count of
+    thresholds below the window (all crossed). Dense (all K-1 thresholds) when small."""
+    n_thr = r.n_levels - 1
+    offsets = torch.arange(-reach, reach + 1, device=v.device, dtype=v.dtype)
+    if 2 * reach + 1 >= n_thr:
+        idx = torch.arange(n_thr, device=v.device, dtype=v.dtype).expand(*v.shape, n_thr)
+        return idx, torch.ones_like(idx, dtype=torch.bool), torch.zeros_like(v)
+    centre = torch.floor((v - r.lo) / r.step - 0.5)  # highest threshold index with t_i <= v
+    idx = centre.unsqueeze(-1) + offsets
+    valid = (idx >= 0) & (idx <= n_thr - 1)
+    below = (centre - reach).clamp(0, n_thr)
+    return idx, valid, below
+
+
+def _z(v, idx, r: IntRange, sigma: float):
+    """Standardised distance of v from the thresholds t_i = lo + s·(i + 1/2)."""
+    return (v.unsqueeze(-1) - (r.lo + r.step * (idx + 0.5))) / sigma
+
+
+def _reach(sigma: float, noise: Noise, r: IntRange, dtype) -> int:
+    return int(math.ceil(noise.radius(dtype) * sigma / r.step)) + 1
+
+
+def ana_expectation(v: torch.Tensor, r: IntRange, sigma: float, noise: Noise) -> torch.Tensor:
+    """E[q] = q_0 + s·Σ_i F((v - t_i)/σ), v = u + μ (units of ε)."""
+    idx, valid, below = threshold_window(v, r, _reach(sigma, noise, r, v.dtype))
+    crossed = (noise.cdf(_z(v, idx, r, sigma)) * valid).sum(-1)
+    return r.lo + r.step * (below + crossed)
+
+
+def ana_derivative(v: torch.Tensor, r: IntRange, sigma: float, noise: Noise) -> torch.Tensor:
+    """dE[q]/dv = s·Σ_i f((v - t_i)/σ)/σ."""
+    idx, valid, _ = threshold_window(v, r, _reach(sigma, noise, r, v.dtype))
+    return r.step * (noise.pdf(_z(v, idx, r, sigma)) * valid).sum(-1) / sigma
+
+
+def ana_mode(v: torch.Tensor, r: IntRange, sigma: float, noise: Noise) -> torch.Tensor:
+    """The most probable level; ties go to the upper level."""
+    idx, valid, _ = threshold_window(v, r, _reach(sigma, noise, r, v.dtype))
+    c = noise.cdf(_z(v, idx, r, sigma))
+    # thresholds outside [0, K-2] are virtual: at -inf below (crossed), +inf above
+    c = torch.where(valid, c, (idx < 0).to(c.dtype))
+    ones, zeros = torch.ones_like(c[..., :1]), torch.zeros_like(c[..., :1])
+    c = torch.cat([ones, c, zeros], dim=-1)
+    p = c[..., :-1] - c[..., 1:]  # bins idx[0] .. idx[-1] + 1
+    last = p.shape[-1] - 1 - torch.argmax(p.flip(-1), dim=-1)
+    k = idx[..., 0] + last
+    return r.lo + r.step * k
+
+
+def hard_units(v: torch.Tensor, r: IntRange) -> torch.Tensor:
+    """The hard quantiser in units of ε: clip(floor(v + 1/2), lo, hi) (binary: sign)."""
+    return int_quantise(v, torch.ones((), dtype=v.dtype, device=v.device), r)
+
+
+class AnaQuantFn(Function):
+    """Inputs (x, ε, μ, σ, R, channel_dim, noise name, strategy); see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, x, eps, mu: float, sigma: float, r, channel_dim, noise_name, strategy):
+        e = expand_eps(eps, x, channel_dim)
+        v = x / e + mu
+        noise = NOISES[noise_name]
+        ctx.r, ctx.sigma, ctx.noise = r, sigma, noise
+        if sigma <= 0.0:
+            ctx.save_for_backward(in_range_mask(x, eps, r, channel_dim))
+            return e * hard_units(v, r)
+        ctx.save_for_backward(v)
+        if strategy == "expectation":
+            q = ana_expectation(v, r, sigma, noise)
+        elif strategy == "mode":
+            q = ana_mode(v, r, sigma, noise)
+        else:
+            q = hard_units(v + sigma * noise.sample(v), r)
+        return e * q
+
+    @staticmethod
+    def backward(ctx, g):
+        (saved,) = ctx.saved_tensors
+        if ctx.sigma <= 0.0:
+            grad = g * saved
+        else:
+            grad = g * ana_derivative(saved, ctx.r, ctx.sigma, ctx.noise)
+        return grad, None, None, None, None, None, None, None
+
+
+def ana_quantise(
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    mu: float,
+    sigma: float,
+    r: IntRange,
+    channel_dim: int = 0,
+    noise: str = "uniform",
+    strategy: str = "expectation",
+) -> torch.Tensor:
+    """Functional form of :class:`AnaQuantFn` (ε is a constant)."""
+    return AnaQuantFn.apply(
+        x, eps.detach(), float(mu), float(sigma), r, channel_dim, noise, strategy
+    )
+
+
+@register_quantiser("ana")
+class AnaQuantiser(Quantiser):
+    """Fixed scale (buffer ``scale``) plus buffers ``mu``, ``sigma`` set by :meth:`set_epoch`."""
+
+    def __init__(self, spec, n_channels=None, channel_dim=0):
+        super().__init__(spec, n_channels, channel_dim)
+        self.register_buffer("scale", torch.ones(self.eps_shape))
+        self.register_buffer("mu", torch.tensor(spec.params.mu.value(0)))
+        self.register_buffer("sigma", torch.tensor(spec.params.sigma.value(0)))
+
+    @property
+    def eps(self) -> torch.Tensor:
+        return self.scale
+
+    def _store_eps(self, eps: torch.Tensor) -> None:
+        # ε is stored as is, so that a copied ε (harmonisation) is bit-identical
+        self.scale.copy_(eps)
+
+    def set_epoch(self, epoch: int, x: torch.Tensor | None = None) -> None:
+        """μ(t) = params.mu.value(t), σ(t) = params.sigma.value(t)."""
+        self.mu.fill_(self.spec.params.mu.value(epoch))
+        self.sigma.fill_(max(self.spec.params.sigma.value(epoch), 0.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return ste_quantise(x, self.eps, self.int_range, self.channel_dim)
+        p = self.spec.params
+        return ana_quantise(
+            x,
+            self.eps,
+            float(self.mu),
+            float(self.sigma),
+            self.int_range,
+            self.channel_dim,
+            p.noise,
+            p.strategy,
+        )

@@ -1,0 +1,125 @@
+"""Quantiser core: scale ε, clipping bounds, round-half-up quantisation. No autograd here.
+
+A fake-quantised tensor is ``x̃ = ε·x̂`` with ``x̂`` in an :class:`IntRange` R(z, K)
+(DESIGN §2). The parts, each a short function:
+
+* **IntRange** — ``edgeq.numerics.intrange.IntRange`` (the one range type; not redefined).
+* **scale ε** — a tensor of shape ``[]`` (per tensor) or ``[C]`` (per channel along
+  ``channel_dim``); :func:`expand_eps` broadcasts it against ``x``.
+* **clipping bound** — one positive number per ε, the *bound*. ``ε = bound / m(R)`` with
+  ``m(R) = K-1`` for unsigned ranges (bound = β, the upper clip: ε = β/(K-1)) and
+  ``m(R) = ⌊K/2⌋ = |z|`` for signed almost-symmetric ranges (bound = α, the magnitude of
+  the lower clip: ε = α/⌊K/2⌋; the upper clip is then α·(K-1-⌊K/2⌋)/⌊K/2⌋). For the bipolar
+  binary range {-1, +1}, m = 1 and ε = α. See :func:`bound_divisor`.
+* **rounding** — round half up, ``floor(x/ε + 1/2)`` (DESIGN §3.4), then clip to
+  [lo, hi]. The bipolar binary range uses sign(x) with sign(0) = +1 instead, which is the
+  same rule with the single threshold 0 between the levels -1 and +1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from edgeq.numerics.intrange import IntRange
+
+# A bound statistic that is zero, negative or not finite (dead ReLU, all-zero channel)
+# cannot define a scale; such channels get this bound so their integers are simply 0.
+FALLBACK_BOUND = 1.0
+
+
+def bound_divisor(r: IntRange) -> int:
+    """m(R) with ε = bound/m: |lo| for signed ranges (⌊K/2⌋; 1 for {-1,+1}), hi = K-1 else."""
+    return -r.lo if r.lo < 0 else r.hi
+
+
+def eps_from_bound(bound: torch.Tensor, r: IntRange) -> torch.Tensor:
+    """ε = bound / m(R)."""
+    return bound / bound_divisor(r)
+
+
+def bound_from_eps(eps: torch.Tensor, r: IntRange) -> torch.Tensor:
+    """bound = ε·m(R) (inverse of :func:`eps_from_bound`)."""
+    return eps * bound_divisor(r)
+
+
+def clip_bounds(eps: torch.Tensor, r: IntRange) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float clipping interval [lo·ε, hi·ε] of the grid."""
+    return r.lo * eps, r.hi * eps
+
+
+def eps_covering(a: torch.Tensor, b: torch.Tensor, r: IntRange) -> torch.Tensor:
+    """Smallest ε whose grid interval [lo·ε, hi·ε] contains [a, b] as far as R's sign allows.
+
+    ε = max(b/hi, a/lo) (the term a/lo only when lo < 0: an unsigned range cannot cover
+    negative values, so they are clipped). Non-positive or non-finite results fall back to
+    ε = FALLBACK_BOUND/m(R).
+    """
+    a, b = _as_float(a), _as_float(b)
+    eps = torch.clamp(b / r.hi, min=0.0)
+    if r.lo < 0:
+        eps = torch.maximum(eps, a / r.lo)
+    fallback = torch.full_like(eps, FALLBACK_BOUND / bound_divisor(r))
+    return torch.where(torch.isfinite(eps) & (eps > 0), eps, fallback)
+
+
+def _as_float(t) -> torch.Tensor:
+    t = torch.as_tensor(t)
+    return t if t.is_floating_point() else t.to(torch.get_default_dtype())
+
+
+def expand_eps(eps: torch.Tensor, x: torch.Tensor, channel_dim: int = 0) -> torch.Tensor:
+    """Broadcast ε of shape [] or [C] against ``x`` (the C axis is ``channel_dim`` of x)."""
+    if eps.dim() == 0:
+        return eps
+    shape = [1] * x.dim()
+    shape[channel_dim] = eps.numel()
+    return eps.reshape(shape)
+
+
+def round_half_up(t: torch.Tensor) -> torch.Tensor:
+    """floor(t + 1/2): ties go towards +inf (2.5 -> 3, -2.5 -> -2), as numerics.rounding."""
+    return torch.floor(t + 0.5)
+
+
+def int_quantise(
+    x: torch.Tensor, eps: torch.Tensor, r: IntRange, channel_dim: int = 0
+) -> torch.Tensor:
+    """x̂ = clip(floor(x/ε + 1/2), lo, hi); for {-1, +1}: x̂ = +1 if x >= 0 else -1.
+
+    Returns a float tensor holding integers (so it can feed autograd code); see
+    :func:`to_int64` for the integer dtype.
+    """
+    e = expand_eps(eps, x, channel_dim)
+    if r.step != 1:
+        # bipolar binary: the one threshold between -1 and +1 is 0, and 0 itself goes up
+        return torch.where(x >= 0, float(r.hi), float(r.lo)).to(x.dtype)
+    return torch.clamp(round_half_up(x / e), r.lo, r.hi)
+
+
+def fake_quantise(
+    x: torch.Tensor, eps: torch.Tensor, r: IntRange, channel_dim: int = 0
+) -> torch.Tensor:
+    """x̃ = ε·x̂ with x̂ = :func:`int_quantise` (x, ε, R)."""
+    return expand_eps(eps, x, channel_dim) * int_quantise(x, eps, r, channel_dim)
+
+
+def in_range_mask(
+    x: torch.Tensor, eps: torch.Tensor, r: IntRange, channel_dim: int = 0
+) -> torch.Tensor:
+    """1[lo·ε <= x < hi·ε]: where straight-through gradients pass (PACT convention)."""
+    e = expand_eps(eps, x, channel_dim)
+    lo, hi = clip_bounds(e, r)
+    return (x >= lo) & (x < hi)
+
+
+def to_int64(x_int: torch.Tensor) -> torch.Tensor:
+    """Float tensor of exact integers -> int64 (exact below 2^24 in fp32, 2^53 in fp64)."""
+    return x_int.detach().to(torch.int64)
+
+
+def reduce_to_channels(t: torch.Tensor, eps: torch.Tensor, channel_dim: int = 0) -> torch.Tensor:
+    """Sum ``t`` down to the shape of ε: everything ([]), or all but ``channel_dim`` ([C])."""
+    if eps.dim() == 0:
+        return t.sum()
+    dims = [d for d in range(t.dim()) if d != channel_dim]
+    return t.sum(dim=dims) if dims else t

@@ -1,0 +1,82 @@
+import copy
+
+import torch
+from torch import nn
+
+from edgeq.models import DigitsConcatNet, DigitsResNet
+from edgeq.train.f2f import propagate_shapes, trace
+from edgeq.train.f2f.canonicalise import canonicalise
+from edgeq.train.f2f.harmonise import (
+    find_add_trees,
+    find_concats,
+    harmonise_adds,
+    harmonise_concats,
+)
+from edgeq.train.modules import HarmonisedAdd, HarmonisedConcat
+from edgeq.train.spec import QuantSpec
+
+SPEC = QuantSpec.from_bits(8, signed=True)
+
+
+def _traced(model, x):
+    gm = trace(copy.deepcopy(model))
+    propagate_shapes(gm, x)
+    return gm
+
+
+class Adds(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(2, 2, 1)
+        self.b = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        a, b = self.a(x), self.b(x)
+        tree = torch.add(a + b, x).add(a)  # one tree, four leaves (a twice)
+        shared = a * 2 + b  # two readers: its own tree, a leaf of the others
+        n = x.size(0) + 1  # ints, not tensors
+        scaled = torch.add(a, b, alpha=2)  # not a plain add
+        return tree + shared, shared - 1, scaled * n
+
+
+def test_add_trees_are_maximal_and_skip_non_tensor_adds():
+    gm = _traced(Adds(), torch.randn(3, 2, 2, 2))
+    trees = find_add_trees(gm)
+    assert [(len(t.leaves), len(t.inner)) for t in trees] == [(2, 0), (3, 2)]
+    shared, root = trees
+    assert [leaf.name for leaf in root.leaves][1:] == ["x", "a"]
+    assert shared.root in root.leaves  # a multi-user add is a leaf of the tree after it
+    assert [t.name for t in trees] == ["add", "add_1"]
+
+
+def test_residual_adds_and_concat_are_found_with_scoped_names():
+    gm = _traced(DigitsResNet(), torch.rand(2, 1, 8, 8))
+    canonicalise(gm)
+    assert [(t.name, len(t.leaves)) for t in find_add_trees(gm)] == [
+        ("layer1.add", 2), ("layer2.add", 2)]
+    gm = _traced(DigitsConcatNet(), torch.rand(2, 1, 8, 8))
+    cats = find_concats(gm)
+    assert [(c.name, len(c.inputs), c.dim) for c in cats] == [("cat", 2, 1)]
+
+
+def test_harmonise_replaces_each_tree_by_one_module_call():
+    x = torch.randn(3, 2, 2, 2)
+    model = Adds().eval()
+    gm = _traced(model, x)
+    done = harmonise_adds(gm, SPEC)
+    assert done == [("add", 2), ("add_1", 3), ("add_2", 2)]  # the final tree + shared
+    for name, n in done:
+        module = gm.get_submodule(name)
+        assert isinstance(module, HarmonisedAdd)
+        (site,) = [node for node in gm.graph.nodes if node.target == name]
+        assert len(site.args) == n
+    assert not any(node.target in (torch.add, "add") for node in gm.graph.nodes)
+
+
+def test_harmonise_concat_keeps_dim_and_inputs():
+    gm = _traced(DigitsConcatNet(), torch.rand(2, 1, 8, 8))
+    assert harmonise_concats(gm, SPEC) == [("cat", 2)]
+    assert isinstance(gm.cat, HarmonisedConcat)
+    (site,) = [n for n in gm.graph.nodes if n.target == "cat"]
+    assert [a.target for a in site.args] == ["branch1.2", "branch3.2"]
+    assert not any(n.target is torch.cat for n in gm.graph.nodes)
