@@ -55,6 +55,14 @@ def test_run_prints_integer_values(capsys, tiny, x_npy):
     assert "11, 22" in out
 
 
+def test_format_values():
+    from edgeq.cli import format_values
+
+    assert format_values(np.array([[435.0, 0.0]])) == "435, 0"
+    assert format_values(np.array([1234567.0, 0.25, -1e-7])) == "1234567, 0.25, -1e-07"
+    assert format_values(np.arange(12), limit=3) == "0, 1, 2, ... (12 values)"
+
+
 def test_run_text_vector_alone_takes_the_single_input(capsys, tmp_path, tiny):
     vec = tmp_path / "in.txt"
     vec.write_text("# input (shape [1, 2]),\n-5,\n0,\n")
@@ -167,6 +175,20 @@ def test_demo(capsys, tmp_path):
     assert "Gemm" in out and "MaxPool" in out
     diff_line = next(line for line in out.splitlines() if line.startswith("max abs difference"))
     assert float(diff_line.rsplit(":", 1)[1]) < 1e-4
+
+
+def test_demo_files_run_like_onnxruntime(capsys, tmp_path):
+    # independent check: the saved demo model under onnxruntime vs `edgeq run` on it
+    ort = pytest.importorskip("onnxruntime")
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    model, x = tmp_path / "demo.onnx", np.load(tmp_path / "input.npy")
+    expected = ort.InferenceSession(str(model)).run(["y"], {"x": x})[0]
+    code, _, _ = run_cli(
+        capsys, "run", model, "-i", f"x={tmp_path / 'input.npy'}", "--out", tmp_path / "y.npz"
+    )
+    assert code == 0
+    with np.load(tmp_path / "y.npz") as data:
+        np.testing.assert_allclose(data["y"], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_demo_model_is_deterministic():

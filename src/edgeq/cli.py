@@ -64,9 +64,16 @@ def format_values(array: np.ndarray, limit: int = SHOW_VALUES) -> str:
     if np.issubdtype(flat.dtype, np.integer) or flat.dtype == np.bool_:
         shown = [str(int(v)) for v in flat[:limit]]
     else:
-        shown = [f"{float(v):.6g}" for v in flat[:limit]]
+        shown = [_float_str(float(v)) for v in flat[:limit]]
     more = f", ... ({flat.size} values)" if flat.size > limit else ""
     return ", ".join(shown) + more
+
+
+def _float_str(v: float) -> str:
+    # integers carried in floats (QuantLab/DORY outputs) print in full, not as 1.23457e+06
+    if v.is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return f"{v:.6g}"
 
 
 def describe_output(name: str, array: np.ndarray) -> str:
@@ -141,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help / --version (0) and usage errors (2)
-        return exc.code if isinstance(exc.code, int) else 2
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except EdgeqError as exc:

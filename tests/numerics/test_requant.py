@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import assume, example, given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from edgeq.errors import IntegerOverflowError
@@ -79,10 +79,14 @@ def test_monotone_in_accumulator(accs, mul, add, d, lo, hi):
 
 @st.composite
 def overflowing(draw):
-    acc = draw(st.integers(-(2**63), 2**63 - 1))
-    mul = draw(st.integers(-(2**63), 2**63 - 1))
+    """int64 acc, mul, add whose exact acc*mul + add leaves int64."""
+    acc = draw(st.integers(2**20, 2**63 - 1)) * draw(st.sampled_from([1, -1]))
+    # |mul| > 2^64 / |acc| makes |acc*mul| > 2^64, so no int64 add (|add| <= 2^63) can
+    # bring the sum back into range; |acc| >= 2^20 keeps that |mul| within int64
+    low = 2**64 // abs(acc) + 1
+    mul = draw(st.integers(low, 2**63 - 1)) * draw(st.sampled_from([1, -1]))
     add = draw(st.integers(-(2**63), 2**63 - 1))
-    assume(abs(acc * mul + add) > INT64_MAX)
+    assert abs(acc * mul + add) > INT64_MAX  # the premise of the test
     return acc, mul, add
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 
 from edgeq.engine.ir import Graph
-from edgeq.engine.onnx import quantlab
+from edgeq.engine.onnx import edgeq_dialect, quantlab
 from edgeq.engine.onnx.reader import infer_shapes, read_model, to_graph
 from edgeq.engine.passes.shapes import complete_shapes
 from edgeq.errors import ConfigError, UnsupportedOpError
@@ -32,7 +32,9 @@ def import_onnx(
     else:
         model, name = read_model(source), str(source)
     graph = to_graph(infer_shapes(model, name), name)
-    if quantlab.is_quantlab(graph):
+    if edgeq_dialect.has_annotations(model):  # edgeq-dialect hook: files from export_onnx
+        graph = edgeq_dialect.import_edgeq(graph, model, input_range)
+    elif quantlab.is_quantlab(graph):
         if input_range is None and not isinstance(source, onnx.ModelProto):
             input_range = _dory_input_range(Path(source))
         graph = quantlab.import_quantlab(graph, input_range)

@@ -153,11 +153,14 @@ def ana_mode(v: torch.Tensor, r: IntRange, sigma: float, noise: Noise) -> torch.
     c = noise.cdf(_z(v, idx, r, sigma))
     # thresholds outside [0, K-2] are virtual: at -inf below (crossed), +inf above
     c = torch.where(valid, c, (idx < 0).to(c.dtype))
-    ones, zeros = torch.ones_like(c[..., :1]), torch.zeros_like(c[..., :1])
-    c = torch.cat([ones, c, zeros], dim=-1)
+    # just outside the window: crossed unless above the top threshold (below: F ~ 1),
+    # not crossed unless below the bottom one (above: F ~ 0)
+    first, last = idx[..., :1] - 1, idx[..., -1:] + 1
+    c = torch.cat([(first <= r.n_levels - 2).to(c.dtype), c, (last < 0).to(c.dtype)], dim=-1)
     p = c[..., :-1] - c[..., 1:]  # bins idx[0] .. idx[-1] + 1
-    last = p.shape[-1] - 1 - torch.argmax(p.flip(-1), dim=-1)
-    k = idx[..., 0] + last
+    top = p.shape[-1] - 1 - torch.argmax(p.flip(-1), dim=-1)
+    # a window entirely outside the range has p = 0 everywhere: clamping picks the end bin
+    k = (idx[..., 0] + top).clamp(0, r.n_levels - 1)
     return r.lo + r.step * k
 
 

@@ -42,8 +42,10 @@ def run_ort(op, inputs, attrs=None, opset=17, out_dtypes=None, n_outputs=1):
         [node],
         "single",
         [helper.make_tensor_value_info(n, _elem(a.dtype), a.shape) for n, a in feeds.items()],
-        [helper.make_tensor_value_info(o, _elem(d), None) for o, d in zip(outs, out_dtypes,
-                                                                           strict=True)],
+        [
+            helper.make_tensor_value_info(o, _elem(d), None)
+            for o, d in zip(outs, out_dtypes, strict=True)
+        ],
     )
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=_ir_version(opset)

@@ -73,8 +73,15 @@ def naive_conv(x, w, b, strides, pads, dilations, group):
         gi = o // (m // group)
         acc = 0 if b is None else b.astype(object)[o]
         for ci, p, q in itertools.product(range(cg), range(kh), range(kw)):
-            acc += xp[i, gi * cg + ci, r * strides[0] + p * dilations[0],
-                      s * strides[1] + q * dilations[1]] * w[o, ci, p, q]
+            acc += (
+                xp[
+                    i,
+                    gi * cg + ci,
+                    r * strides[0] + p * dilations[0],
+                    s * strides[1] + q * dilations[1],
+                ]
+                * w[o, ci, p, q]
+            )
         y[i, o, r, s] = acc
     return y
 
@@ -95,11 +102,13 @@ def test_conv_int_exact(strides, pads, dilations, group, xdt, wdt):
     x = rng.integers(max(ix.min, -1000), min(ix.max, 1000) + 1, (2, 4, 7, 6)).astype(xdt)
     w = rng.integers(max(iw.min, -1000), min(iw.max, 1000) + 1, (4, 4 // group, 3, 2)).astype(wdt)
     b = rng.integers(-(2**31), 2**31, 4).astype(np.int32)
-    y = conv(x, w, b, strides=list(strides), pads=list(pads), dilations=list(dilations),
-             group=group)
+    y = conv(
+        x, w, b, strides=list(strides), pads=list(pads), dilations=list(dilations), group=group
+    )
     assert y.dtype == np.int64
-    np.testing.assert_array_equal(y.astype(object), naive_conv(x, w, b, strides, pads,
-                                                               dilations, group))
+    np.testing.assert_array_equal(
+        y.astype(object), naive_conv(x, w, b, strides, pads, dilations, group)
+    )
 
 
 def test_conv_float64_keeps_dtype():
@@ -147,8 +156,11 @@ def test_conv_rejects_bad_group_and_auto_pad():
         conv(x, np.zeros((2, 4, 3, 3), np.float32), auto_pad="SAME")
 
 
-MOBILENET_V1 = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [
-    (1024, 2), (1024, 1)]
+MOBILENET_V1 = (
+    [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)]
+    + [(512, 1)] * 5
+    + [(1024, 2), (1024, 1)]
+)
 
 
 @pytest.mark.parametrize("integer", [False, True])

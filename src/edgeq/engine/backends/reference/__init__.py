@@ -23,6 +23,7 @@ from edgeq.engine.backends.reference import (  # noqa: F401  (imported to regist
     norm,
     pad,
     pool,
+    reduce,
     shape,
     tensor,
 )

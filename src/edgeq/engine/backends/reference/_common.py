@@ -129,7 +129,7 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, op: str) -> np.ndarray:
     """
     a, b = widen(a, op), widen(b, op)
     dt = exact_dtype(a.shape[-1], max_abs(a), max_abs(b), op)
-    return np.matmul(a.astype(dt), b.astype(dt)).astype(np.int64)
+    return np.matmul(a.astype(dt), b.astype(dt)).astype(np.int64, copy=False)
 
 
 def norm_axis(axis: int, rank: int, op: str) -> int:

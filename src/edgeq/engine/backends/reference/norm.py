@@ -21,8 +21,8 @@ def batch_norm(
     """ONNX BatchNormalization, inference form (channel axis 1):
     ``y = (x - mean) / sqrt(var + epsilon) * scale + bias``.
 
-    Float: IEEE in the float dtype of the inputs; integer inputs are read as real values
-    in float64. No integer rounding; no overflow (float). ``training_mode=1`` (batch
+    Float: IEEE in the dtype of x (the parameters are cast to it); integer x is read as
+    real values in float64. No integer rounding; no overflow (float). ``training_mode=1`` (batch
     statistics) and ``spatial=0`` are not supported (ValueError); ``momentum`` only
     matters in training and is ignored.
     """
@@ -31,7 +31,8 @@ def batch_norm(
         raise ValueError("BatchNormalization: training_mode=1 is not supported (inference only)")
     if not spatial:
         raise ValueError("BatchNormalization: spatial=0 is not supported")
-    dt = float_dtype(x, scale, bias, mean, var)
+    # Opset 15 lets scale/bias/mean/var have their own float types; Y has X's type.
+    dt = float_dtype(x)
     x = as_float(x, dt)
     scale, bias, mean, var = (
         _per_channel(as_float(v, dt), x.ndim) for v in (scale, bias, mean, var)

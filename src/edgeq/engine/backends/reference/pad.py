@@ -17,7 +17,8 @@ def pad(data, pads=None, constant_value=None, axes=None, *, mode="constant", val
     Negative pads remove elements (applied before the positive ones).
 
     Pure data movement in the input dtype: no rounding, no overflow; the constant fill
-    is cast to the input dtype. ``mode`` must be one of constant/edge/reflect/wrap.
+    is cast to the input dtype. ``mode`` must be one of constant/edge/reflect/wrap;
+    reflect needs every pad smaller than its axis (as onnxruntime), else ValueError.
     """
     reject_unknown("Pad", extra)
     mode = mode.decode() if isinstance(mode, bytes) else mode
@@ -26,17 +27,23 @@ def pad(data, pads=None, constant_value=None, axes=None, *, mode="constant", val
     if pads is None:
         raise ValueError("Pad: pads are required")
     widths = _widths(data.ndim, [int(p) for p in np.asarray(pads).reshape(-1)], axes)
-    data = data[
-        tuple(
-            slice(max(0, -b), d - max(0, -e)) for (b, e), d in zip(widths, data.shape, strict=True)
-        )
-    ]
+    data = _crop(data, widths)
     widths = [(max(0, b), max(0, e)) for b, e in widths]
+    if mode == "reflect" and any(0 < max(w) >= d for w, d in zip(widths, data.shape, strict=True)):
+        raise ValueError(f"Pad: reflect pads {widths} must be smaller than the axes {data.shape}")
     if mode != "constant":
         return np.pad(data, widths, mode=mode)
     fill = constant_value if constant_value is not None else value
     fill = 0 if fill is None or np.size(fill) == 0 else np.asarray(fill).reshape(-1)[0]
     return np.pad(data, widths, mode="constant", constant_values=data.dtype.type(fill))
+
+
+def _crop(data, widths):
+    """Apply the negative pads: drop that many elements at either end."""
+    keep = tuple(
+        slice(max(0, -b), d - max(0, -e)) for (b, e), d in zip(widths, data.shape, strict=True)
+    )
+    return data[keep]
 
 
 def _widths(rank, pads, axes):

@@ -159,10 +159,11 @@ def average_pool(
 ):
     """ONNX AveragePool: window sum divided by the window's element count.
 
-    Float: IEEE in the input dtype (sum, then one division). Integer input: the sum is
-    exact in int64 (overflow raises IntegerOverflowError, static bound), then divided in
-    float64, i.e. the float64 value nearest the true average; the result is float64.
-    Integer pipelines use :func:`window_sum` + RequantShift instead (DESIGN §3.6).
+    Float: IEEE in the input dtype (sum, then one division, round to nearest). Integer
+    input: the sum is exact in int64 (overflow raises IntegerOverflowError, static bound)
+    and is then converted to float64 (exact below 2^53) and divided once, rounding to
+    nearest; the result is float64. Integer pipelines use :func:`window_sum` +
+    RequantShift instead (DESIGN §3.6).
     """
     reject_unknown("AveragePool", extra)
     attrs = dict(
@@ -185,8 +186,9 @@ def average_pool(
 def global_average_pool(x, **extra):
     """ONNX GlobalAveragePool: mean over all spatial axes, kept as size-1 axes.
 
-    Float: IEEE in the input dtype. Integer input: exact int64 sum (overflow raises
-    IntegerOverflowError, static bound) divided in float64; the result is float64.
+    Float: IEEE in the input dtype (round to nearest). Integer input: exact int64 sum
+    (overflow raises IntegerOverflowError, static bound), converted to float64 (exact
+    below 2^53) and divided once, rounding to nearest; the result is float64.
     """
     reject_unknown("GlobalAveragePool", extra)
     axes = tuple(range(2, x.ndim))
