@@ -50,7 +50,8 @@ def test_f2f_structure_and_float_equivalence_before_start(digits_batch, cls, n_c
     torch.manual_seed(0)
     model = _randomise_bn(cls()).eval()
     gm, report = f2f(model, Policy.uniform(8, "pact"), digits_batch[:2])
-    counts = [_count(gm, c) for c in (QuantConv2d, QuantActivation, HarmonisedAdd, HarmonisedConcat)]
+    kinds = (QuantConv2d, QuantActivation, HarmonisedAdd, HarmonisedConcat)
+    counts = [_count(gm, c) for c in kinds]
     assert counts == [n_conv, n_act, n_add, n_cat]
     assert _count(gm, QuantLinear) == 1 and _count(gm, nn.BatchNorm2d) == n_conv
     assert not any(type(m) in (nn.Conv2d, nn.Linear, nn.ReLU) for m in gm.modules())
@@ -168,7 +169,8 @@ def test_unmatched_modules_raise_unless_allowed_float(digits_batch):
 def test_per_channel_activation_spec_names_module_and_rule(digits_batch):
     bad = QuantSpec.from_bits(8, granularity="per_channel")
     policy = Policy.uniform(8).prepend(Rule(bad, ("ReLU",), name="relu2"))
-    with pytest.raises(ConfigError, match=r"module 'relu2' .*ReLU\) with policy rule #0: .*per_tensor"):
+    message = r"module 'relu2' .*ReLU\) with policy rule #0: .*per_tensor"
+    with pytest.raises(ConfigError, match=message):
         f2f(DigitsCNN(), policy, digits_batch[:2])
 
 

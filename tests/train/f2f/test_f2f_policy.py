@@ -102,7 +102,8 @@ def test_rule_selecting_unquantisable_module_names_module_and_rule():
 ])
 def test_json_validation_errors_name_the_rule(rule, message):
     data = {"rules": [Policy.uniform().rules[0].to_json(), rule]}
-    with pytest.raises(ConfigError, match=r"policy rule #1 \{.*\}: .*" + message.replace("[", r"\[")):
+    pattern = r"policy rule #1 \{.*\}: .*" + message.replace("[", r"\[")
+    with pytest.raises(ConfigError, match=pattern):
         Policy.from_json(data)
 
 

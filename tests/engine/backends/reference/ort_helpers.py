@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import helper
 
 from edgeq.engine.backends.reference import KERNELS
 
@@ -91,7 +91,3 @@ def dyadic(rng, shape, dtype=np.float32, scale=16, high=64):
     """Random multiples of 1/scale in [-high/scale, high/scale): sums and products of a
     few of them are exact in float32, so accumulation order cannot cause differences."""
     return (rng.integers(-high, high, shape) / scale).astype(dtype)
-
-
-INT_TYPES = {np.dtype(t): _elem(t) for t in (np.int8, np.uint8, np.int32, np.int64)}
-FLOAT = TensorProto.FLOAT

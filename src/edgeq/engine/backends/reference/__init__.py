@@ -6,7 +6,7 @@ with NumPy arrays in ONNX input order and ONNX attribute names; ONNX defaults ar
 applied inside the kernel. Opset-aware kernels (``Softmax``) also take ``opset=``.
 
 Every kernel's docstring states its rounding and overflow rule. In short: integer
-arithmetic (Conv, Gemm, MatMul, Add, Sub, Mul, sum pooling, RequantShift,
+arithmetic (Conv, Gemm, MatMul, Add, Sub, Mul, sum pooling, ReduceSum, RequantShift,
 HarmonisedAdd) is exact in int64 and raises IntegerOverflowError instead of wrapping;
 float ops keep their float dtype and read integer inputs as float64 real values.
 Kernels raise ValueError for attribute values they do not implement; the executor adds
