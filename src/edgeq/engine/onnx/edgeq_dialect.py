@@ -17,7 +17,7 @@ and restores the exported IR exactly, as passes validated one by one:
 1. :func:`restore_constants`  carried constants back to their integer dtype (checked);
 2. :func:`collapse_ir_ops`    each recorded lowering back into its IR op, after checking
    that the file still holds exactly what the exporter wrote for it;
-3. :func:`restore_quant`      every recorded value's dtype and QuantInfo.
+3. :func:`restore_quant`      every recorded value's dtype and QuantInfo (and Cast targets).
 """
 
 from __future__ import annotations
@@ -235,13 +235,18 @@ def _replace(graph: Graph, node: Node, chain: set[str]) -> None:
 
 # -- 3. dtypes and quantisation ------------------------------------------------------------
 def restore_quant(graph: Graph, ann: dict, source: str, input_range: IntRange | None) -> Graph:
-    """Every recorded value gets its IR dtype and QuantInfo back; inputs are checked."""
+    """Every recorded value gets its IR dtype and QuantInfo back (and a Cast its ``to``);
+    graph inputs get their recorded quantisation, checked against ``input_range``."""
     for name, rec in ann["values"].items():
         v = graph.values.get(name)
         if v is None:
             raise ModelFileError(f"{source}: annotated value '{name}' is not in the graph")
         v.dtype = _dtype(rec, name, source)
         v.quant = _quant(rec.get("quant"), name, source)
+    for node in graph.nodes:  # a Cast to a carried integer type was written to float32
+        rec = ann["values"].get(node.outputs[0]) if node.op == "Cast" else None
+        if rec is not None:
+            node.attrs["to"] = onnx.helper.np_dtype_to_tensor_dtype(_dtype(rec, node.name, source))
     for name in graph.inputs:
         q = _quant(ann["inputs"].get(name), name, source)
         graph.values[name].quant = q

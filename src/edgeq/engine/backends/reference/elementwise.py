@@ -21,16 +21,28 @@ from edgeq.errors import IntegerOverflowError
 def _binary(op, a, b, exact, inexact, extra):
     reject_unknown(op, extra)
     if all_int(a, b):
-        return exact(a, b, op)
+        return _onnx_dtype_if_fits(exact(a, b, op), np.result_type(a.dtype, b.dtype))
     dt = float_dtype(a, b)
     return inexact(as_float(a, dt), as_float(b, dt))
+
+
+def _onnx_dtype_if_fits(r: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The ONNX output dtype (the inputs' common type) when every exact value fits it;
+    otherwise the exact int64 result: integer arithmetic widens, it never wraps."""
+    if not np.issubdtype(dtype, np.integer) or dtype == r.dtype:
+        return r
+    info = np.iinfo(dtype)
+    if r.size == 0 or (int(r.min()) >= info.min and int(r.max()) <= info.max):
+        return r.astype(dtype)
+    return r
 
 
 @register("Add")
 def add(a, b, **extra):
     """ONNX Add with NumPy broadcasting.
 
-    Integer: exact in int64, returned as int64; overflow raises IntegerOverflowError
+    Integer: exact in int64, returned in the inputs' common dtype when every value fits
+    it, else widened to int64 (never wrapped); int64 overflow raises IntegerOverflowError
     (checked per element), never wraps. Float: IEEE in the float dtype, no integer rounding.
     """
     return _binary("Add", a, b, checked_add, np.add, extra)
@@ -40,7 +52,8 @@ def add(a, b, **extra):
 def sub(a, b, **extra):
     """ONNX Sub with NumPy broadcasting.
 
-    Integer: exact in int64, returned as int64; overflow raises IntegerOverflowError
+    Integer: exact in int64, returned in the inputs' common dtype when every value fits
+    it, else widened to int64 (never wrapped); int64 overflow raises IntegerOverflowError
     (checked per element), never wraps. Float: IEEE in the float dtype, no integer rounding.
     """
     return _binary("Sub", a, b, checked_sub, np.subtract, extra)
@@ -50,7 +63,8 @@ def sub(a, b, **extra):
 def mul(a, b, **extra):
     """ONNX Mul with NumPy broadcasting.
 
-    Integer: exact in int64, returned as int64; overflow raises IntegerOverflowError
+    Integer: exact in int64, returned in the inputs' common dtype when every value fits
+    it, else widened to int64 (never wrapped); int64 overflow raises IntegerOverflowError
     (cheap bound, then exact per-element check), never wraps. Float: IEEE in the float
     dtype, no integer rounding.
     """

@@ -1,0 +1,309 @@
+"""QAT accuracy and training cost on scikit-learn's 8x8 digits.
+
+Trains the float DigitsCNN (FP), then fine-tunes it with each QAT algorithm (STE, PACT,
+TQT, ANA, INQ) at 8, 4 and 2 bits, over several seeds, through edgeq's F2F conversion
+(``Policy.uniform``: weights signed per channel, activations unsigned per tensor).
+In the same run it trains the same model with PyTorch's own fake-quant QAT
+(``torch.ao.quantization`` FX ``prepare_qat_fx``, 8 bits) as the named peer, and times
+one training step of each.
+
+Prints one table (test accuracy mean ± std over seeds, training time per epoch as a ratio
+to FP) and writes JSON to ``benchmarks/results/qat_digits.json``.
+
+    python benchmarks/qat_digits.py            # full run
+    python benchmarks/qat_digits.py --quick    # smoke run (1 seed, few epochs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgeq.data import DigitsSplits, digits_loaders, load_digits_splits
+from edgeq.errors import ConfigError
+from edgeq.models import DigitsCNN
+from edgeq.train.controller import QATController
+from edgeq.train.f2f import Policy, Rule, f2f
+from edgeq.train.spec import AnaParams, AnnealSpec, ScheduleSpec
+
+ALGORITHMS = ("ste", "pact", "tqt", "ana", "inq")
+DEFAULT_OUT = Path(__file__).parent / "results" / "qat_digits.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    bits: tuple[int, ...] = (8, 4, 2)
+    algorithms: tuple[str, ...] = ALGORITHMS
+    fp_epochs: int = 20
+    qat_epochs: int = 10  # the first of them only observes statistics (float forward)
+    batch_size: int = 64
+    fp_lr: float = 3e-3
+    qat_lr: float = 1e-3
+    timing_steps: int = 60
+    train_subset: int | None = None  # use only the first N training images (smoke runs)
+
+    @classmethod
+    def quick(cls) -> Config:
+        return cls(seeds=(0,), bits=(8, 2), fp_epochs=3, qat_epochs=2, timing_steps=10,
+                   train_subset=256)
+
+
+# --------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+def train_epoch(model, loader, optimiser, controller=None) -> float:
+    """One epoch; returns its wall time in seconds (training only)."""
+    model.train()
+    start = time.perf_counter()
+    for x, y in loader:
+        optimiser.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimiser.step()
+        if controller is not None:
+            controller.step()
+    return time.perf_counter() - start
+
+
+def train_fp(cfg: Config, splits: DigitsSplits, seed: int) -> tuple[nn.Module, float, float]:
+    """(model, test accuracy, median seconds per epoch)."""
+    torch.manual_seed(seed)
+    model = DigitsCNN()
+    loader = digits_loaders(cfg.batch_size, seed=seed, splits=splits)["train"]
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.fp_lr)
+    times = [train_epoch(model, loader, optimiser) for _ in range(cfg.fp_epochs)]
+    return model, evaluate(model, splits.x_test, splits.y_test), statistics.median(times)
+
+
+def policy_for(algorithm: str, bits: int, cfg: Config) -> Policy:
+    """Policy.uniform, with ANA's noise annealed to zero by the end of QAT."""
+    policy = Policy.uniform(bits, algorithm)
+    if algorithm != "ana":
+        return policy
+    params = AnaParams(sigma=AnnealSpec(kind="bws", base=1.0, start=1, end=cfg.qat_epochs))
+    return Policy(tuple(Rule(dataclasses.replace(r.spec, params=params), r.types, r.name,
+                             r.optional) for r in policy.rules), policy.allow_float)
+
+
+def train_qat(cfg, splits, fp_model, algorithm, bits, seed) -> tuple[float, float]:
+    """Fine-tune ``fp_model`` with QAT; (test accuracy, median s per quantised epoch)."""
+    torch.manual_seed(seed)
+    gm, _ = f2f(fp_model, policy_for(algorithm, bits, cfg), splits.x_train[:2])
+    controller = QATController(gm, ScheduleSpec(start_epoch=1))
+    loader = digits_loaders(cfg.batch_size, seed=seed, splits=splits)["train"]
+    optimiser = torch.optim.Adam(gm.parameters(), lr=cfg.qat_lr)
+    times = []
+    for epoch in range(cfg.qat_epochs):
+        controller.epoch_start(epoch)
+        seconds = train_epoch(gm, loader, optimiser, controller)
+        if epoch >= 1:  # epoch 0 is float + observation: not a QAT epoch
+            times.append(seconds)
+    return evaluate(gm, splits.x_test, splits.y_test), statistics.median(times)
+
+
+def torch_ao_qat(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """The peer: PyTorch's FX-mode fake-quant QAT (8-bit, x86 default qconfig)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its deprecation
+        from torch.ao.quantization import get_default_qat_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+        mapping = get_default_qat_qconfig_mapping("x86")
+        return prepare_qat_fx(copy.deepcopy(model).train(), mapping, (example,))
+
+
+def train_peer(cfg, splits, fp_model, seed) -> tuple[float, float]:
+    torch.manual_seed(seed)
+    model = torch_ao_qat(fp_model, splits.x_train[:2])
+    loader = digits_loaders(cfg.batch_size, seed=seed, splits=splits)["train"]
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.qat_lr)
+    times = [train_epoch(model, loader, optimiser) for _ in range(cfg.qat_epochs - 1)]
+    return evaluate(model, splits.x_test, splits.y_test), statistics.median(times)
+
+
+# --------------------------------------------------------------------------------------
+# step timing
+# --------------------------------------------------------------------------------------
+class StepTimer:
+    """Times training steps (forward, backward, Adam step, controller step) of one model."""
+
+    def __init__(self, model: nn.Module, controller: QATController | None = None):
+        self.model, self.controller = model.train(), controller
+        self.optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
+        self.samples: list[float] = []
+
+    def run(self, x: torch.Tensor, y: torch.Tensor, steps: int, record: bool = True) -> None:
+        for _ in range(steps):
+            start = time.perf_counter()
+            self.optimiser.zero_grad(set_to_none=True)
+            F.cross_entropy(self.model(x), y).backward()
+            self.optimiser.step()
+            if self.controller is not None:
+                self.controller.step()
+            if record:
+                self.samples.append(time.perf_counter() - start)
+
+
+def step_timings(cfg: Config, splits: DigitsSplits, fp_model: nn.Module) -> dict:
+    """Median step time of every method. The methods take turns in short rounds, so a
+    load change on the machine affects them all alike instead of biasing one."""
+    x, y = splits.x_train[: cfg.batch_size], splits.y_train[: cfg.batch_size]
+    timers = {"fp": StepTimer(copy.deepcopy(fp_model)),
+              "torch_ao_qat_8": StepTimer(torch_ao_qat(fp_model, x))}
+    for algorithm in cfg.algorithms:
+        bits, policy = supported_policy(algorithm, cfg)
+        gm, _ = f2f(fp_model, policy, x[:2])
+        controller = QATController(gm, ScheduleSpec(start_epoch=0))
+        controller.epoch_start(0)
+        timers[f"edgeq_{algorithm}_{bits}"] = StepTimer(gm, controller)
+    for timer in timers.values():
+        timer.run(x, y, 5, record=False)  # warm-up: allocator, thread pool, lazy init
+    for _ in range(max(cfg.timing_steps // 5, 1)):
+        for timer in timers.values():
+            timer.run(x, y, 5)
+    return {name: statistics.median(t.samples) for name, t in timers.items()}
+
+
+def supported_policy(algorithm: str, cfg: Config) -> tuple[int, Policy]:
+    """The 8-bit policy, or the widest supported one (INQ power-of-two stops at 6 bits)."""
+    for bits in range(8, 1, -1):
+        try:
+            return bits, policy_for(algorithm, bits, cfg)
+        except ConfigError:
+            continue
+    raise ConfigError(f"no supported bit width for {algorithm}")
+
+
+# --------------------------------------------------------------------------------------
+# reporting
+# --------------------------------------------------------------------------------------
+def summarise(accs: list[float], epoch_times: list[float], fp_epoch: float) -> dict:
+    std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    return {"acc": accs, "acc_mean": statistics.mean(accs), "acc_std": std,
+            "epoch_seconds": statistics.mean(epoch_times),
+            "epoch_ratio_to_fp": statistics.mean(epoch_times) / fp_epoch}
+
+
+def format_table(results: list[dict], steps: dict, n_seeds: int) -> str:
+    lines = [f"QAT on 8x8 digits, DigitsCNN, test accuracy over {n_seeds} seed(s)",
+             f"{'method':18s} {'bits':>4s}  {'accuracy %':>15s}  {'time/epoch vs FP':>16s}"]
+    for r in results:
+        if r.get("unsupported"):
+            lines.append(f"{r['method']:18s} {r['bits']:>4}  unsupported: {r['unsupported']}")
+            continue
+        acc = f"{100 * r['acc_mean']:6.2f} ± {100 * r['acc_std']:4.2f}"
+        lines.append(f"{r['method']:18s} {r['bits']:>4}  {acc:>15s}  "
+                     f"{r['epoch_ratio_to_fp']:15.2f}x")
+    fp, peer = steps["fp"], steps["torch_ao_qat_8"]
+    lines.append("")
+    lines.append(f"training step, batch 64 (median): FP {1e3 * fp:.2f} ms; "
+                 f"torch.ao QAT-8 {1e3 * peer:.2f} ms ({peer / fp:.2f}x FP)")
+    for key, seconds in steps.items():
+        if key.startswith("edgeq_"):
+            name = key.removeprefix("edgeq_").replace("_", "-").upper()
+            lines.append(f"  edgeq {name:7s}  {1e3 * seconds:6.2f} ms ({seconds / fp:5.2f}x FP, "
+                         f"{seconds / peer:5.2f}x torch.ao)")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically: never leave a half-written results file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(cfg: Config) -> dict:
+    splits = load_digits_splits(seed=0)
+    if cfg.train_subset is not None:
+        n = cfg.train_subset
+        splits = dataclasses.replace(splits, x_train=splits.x_train[:n], y_train=splits.y_train[:n])
+    fp_models, fp_accs, fp_times = {}, [], []
+    for seed in cfg.seeds:
+        fp_models[seed], acc, seconds = train_fp(cfg, splits, seed)
+        fp_accs.append(acc)
+        fp_times.append(seconds)
+        progress(f"FP seed {seed}: acc {100 * acc:.2f}%")
+    fp_epoch = statistics.mean(fp_times)
+    results = [{"method": "FP", "bits": 32, **summarise(fp_accs, fp_times, fp_epoch)}]
+    for algorithm in cfg.algorithms:
+        for bits in cfg.bits:
+            results.append(qat_row(cfg, splits, fp_models, algorithm, bits, fp_epoch))
+    peer = [train_peer(cfg, splits, fp_models[s], s) for s in cfg.seeds]
+    results.append({"method": "torch.ao QAT (peer)", "bits": 8,
+                    **summarise([a for a, _ in peer], [t for _, t in peer], fp_epoch)})
+    progress("timing single training steps")
+    return {"config": dataclasses.asdict(cfg), "environment": environment(),
+            "results": results, "step_seconds": step_timings(cfg, splits, fp_models[cfg.seeds[0]])}
+
+
+def qat_row(cfg, splits, fp_models, algorithm, bits, fp_epoch) -> dict:
+    row = {"method": algorithm.upper(), "bits": bits}
+    accs, times = [], []
+    for seed in cfg.seeds:
+        try:
+            acc, seconds = train_qat(cfg, splits, fp_models[seed], algorithm, bits, seed)
+        except ConfigError as exc:  # e.g. a range the algorithm does not support
+            progress(f"{algorithm} {bits}-bit unsupported: {exc}")
+            return {**row, "unsupported": str(exc)}
+        accs.append(acc)
+        times.append(seconds)
+        progress(f"{algorithm} {bits}-bit seed {seed}: acc {100 * acc:.2f}%")
+    return {**row, **summarise(accs, times, fp_epoch)}
+
+
+def environment() -> dict:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version(), "machine": platform.machine(),
+            "processor": platform.processor() or "unknown", "cpus": os.cpu_count()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, few epochs")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results path")
+    args = parser.parse_args(argv)
+    cfg = Config.quick() if args.quick else Config()
+    if args.seeds is not None:
+        if args.seeds < 1:
+            print("error: --seeds must be >= 1", file=sys.stderr)
+            return 2
+        cfg = dataclasses.replace(cfg, seeds=tuple(range(args.seeds)))
+    data = run(cfg)
+    table = format_table(data["results"], data["step_seconds"], len(cfg.seeds))
+    data["table"] = table
+    write_json(args.out, data)
+    print(table)
+    print(f"\nresults written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
