@@ -38,7 +38,7 @@ from edgeq.errors import ConfigError
 from edgeq.models import DigitsCNN
 from edgeq.train.controller import QATController
 from edgeq.train.f2f import Policy, Rule, f2f
-from edgeq.train.spec import AnaParams, AnnealSpec, ScheduleSpec
+from edgeq.train.spec import AnaParams, AnnealSpec, InqParams, ScheduleSpec
 
 ALGORITHMS = ("ste", "pact", "tqt", "ana", "inq")
 DEFAULT_OUT = Path(__file__).parent / "results" / "qat_digits.json"
@@ -46,7 +46,7 @@ DEFAULT_OUT = Path(__file__).parent / "results" / "qat_digits.json"
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     bits: tuple[int, ...] = (8, 4, 2)
     algorithms: tuple[str, ...] = ALGORITHMS
     fp_epochs: int = 20
@@ -95,14 +95,34 @@ def train_fp(cfg: Config, splits: DigitsSplits, seed: int) -> tuple[nn.Module, f
     return model, evaluate(model, splits.x_test, splits.y_test), statistics.median(times)
 
 
+def algorithm_params(algorithm: str, cfg: Config):
+    """Schedules fitted to the QAT epochs (1 .. qat_epochs-1; epoch 0 observes).
+
+    ANA: noise σ annealed to zero by the last epoch. INQ: weights frozen 50/75/87.5/100 %
+    over the first part of training, leaving the last epochs to adapt BN and activations.
+    Other algorithms: their defaults (None).
+    """
+    last = cfg.qat_epochs - 1
+    if algorithm == "ana":
+        return AnaParams(sigma=AnnealSpec(kind="bws", base=1.0, start=1, end=max(last, 2)))
+    if algorithm == "inq":
+        steps = {1 + k * max(last - 2, 0) // 3: f for k, f in enumerate((0.5, 0.75, 0.875, 1.0))}
+        return InqParams(schedule=tuple(sorted(steps.items())))
+    return None
+
+
 def policy_for(algorithm: str, bits: int, cfg: Config) -> Policy:
-    """Policy.uniform, with ANA's noise annealed to zero by the end of QAT."""
+    """Policy.uniform, with the algorithm's schedules fitted to the run (see above)."""
     policy = Policy.uniform(bits, algorithm)
-    if algorithm != "ana":
+    params = algorithm_params(algorithm, cfg)
+    if params is None:
         return policy
-    params = AnaParams(sigma=AnnealSpec(kind="bws", base=1.0, start=1, end=cfg.qat_epochs))
-    return Policy(tuple(Rule(dataclasses.replace(r.spec, params=params), r.types, r.name,
-                             r.optional) for r in policy.rules), policy.allow_float)
+    rules = tuple(
+        Rule(dataclasses.replace(r.spec, params=params), r.types, r.name, r.optional)
+        if r.spec.algorithm == algorithm else r
+        for r in policy.rules
+    )
+    return Policy(rules, policy.allow_float)
 
 
 def train_qat(cfg, splits, fp_model, algorithm, bits, seed) -> tuple[float, float]:
@@ -287,9 +307,24 @@ def environment() -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, few epochs")
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results path")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: the model is tiny, and one thread "
+                        "keeps timings stable on a shared machine)")
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        print("error: --threads must be >= 1", file=sys.stderr)
+        return 2
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run_and_report(args)
+    finally:
+        torch.set_num_threads(previous_threads)  # main() may run inside another process
+
+
+def _run_and_report(args: argparse.Namespace) -> int:
     cfg = Config.quick() if args.quick else Config()
     if args.seeds is not None:
         if args.seeds < 1:

@@ -2,6 +2,8 @@ import copy
 import operator
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from edgeq.models import DigitsConcatNet, DigitsResNet
@@ -86,3 +88,47 @@ def test_harmonise_concat_keeps_dim_and_inputs():
     (site,) = [n for n in gm.graph.nodes if n.target == "cat"]
     assert [a.target for a in site.args] == ["branch1.2", "branch3.2"]
     assert not any(n.target is torch.cat for n in gm.graph.nodes)
+
+
+def _program(draw_pairs, n_inputs=3):
+    """A GraphModule adding earlier values pairwise; returns it and the reader counts."""
+    graph = torch.fx.Graph()
+    values = [graph.placeholder(f"x{i}") for i in range(n_inputs)]
+    readers = [set() for _ in range(n_inputs)]  # distinct reading adds, as fx counts users
+    for j, k in draw_pairs:
+        j, k = j % len(values), k % len(values)
+        readers[j].add(len(values))
+        readers[k].add(len(values))
+        values.append(graph.call_function(operator.add, (values[j], values[k])))
+        readers.append(set())
+    outputs = [v for v, r in zip(values[n_inputs:], readers[n_inputs:], strict=True) if not r]
+    graph.output(tuple(outputs))
+    return torch.fx.GraphModule(nn.Module(), graph), values, readers, outputs
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50)), min_size=1, max_size=8))
+def test_random_add_dags_harmonise_into_the_right_trees(pairs):
+    gm, values, readers, outputs = _program(pairs)
+    n_in = 3
+    is_add = [False] * n_in + [True] * (len(values) - n_in)
+    # Oracle: an add is absorbed iff it has exactly one reader and that reader is an add
+    # (every reader is an add here, except the graph output).
+    absorbed = [is_add[i] and len(readers[i]) == 1 and values[i] not in outputs
+                for i in range(len(values))]
+    n_roots = sum(a and not b for a, b in zip(is_add, absorbed, strict=True))
+    xs = [torch.randn(2, 3) for _ in range(n_in)]
+    expected = gm(*xs)
+    propagate_shapes(gm, tuple(xs))
+    done = harmonise_adds(gm, SPEC)
+    assert len(done) == n_roots
+    operands = [None] * n_in + [(j % (n_in + i), k % (n_in + i)) for i, (j, k) in enumerate(pairs)]
+
+    def leaves(i):  # x + x reaches an absorbed subtree twice: its leaves count twice
+        return sum(leaves(o) if absorbed[o] else 1 for o in operands[i])
+
+    roots = [i for i in range(n_in, len(values)) if not absorbed[i]]
+    assert [n for _, n in done] == [leaves(i) for i in roots]
+    assert sum(isinstance(m, HarmonisedAdd) for m in gm.modules()) == n_roots
+    for got, want in zip(gm(*xs), expected, strict=True):
+        torch.testing.assert_close(got, want)

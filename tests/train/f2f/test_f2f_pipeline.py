@@ -5,7 +5,7 @@ from torch import nn
 from edgeq.errors import ConfigError
 from edgeq.models import DigitsCNN, DigitsConcatNet, DigitsResNet, mobilenet_v1_3ddfa
 from edgeq.train.controller import observing
-from edgeq.train.f2f import Policy, Rule, f2f
+from edgeq.train.f2f import Policy, Rule, f2f, unit_input_spec
 from edgeq.train.modules import (
     HarmonisedAdd,
     HarmonisedConcat,
@@ -32,10 +32,10 @@ def _count(gm, cls):
 
 
 DIGITS = [
-    # model, #QuantConv2d, #QuantActivation, #HarmonisedAdd, #HarmonisedConcat
-    (DigitsCNN, 2, 2, 0, 0),
-    (DigitsResNet, 6, 5, 2, 0),
-    (DigitsConcatNet, 4, 4, 0, 1),
+    # model, #QuantConv2d, #QuantActivation, #HarmonisedAdd, #HarmonisedConcat, first layer
+    (DigitsCNN, 2, 2, 0, 0, "conv1"),
+    (DigitsResNet, 6, 5, 2, 0, "stem.0"),
+    (DigitsConcatNet, 4, 4, 0, 1, "stem.0"),
 ]
 
 
@@ -44,9 +44,9 @@ def digits_batch():
     return torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("cls, n_conv, n_act, n_add, n_cat", DIGITS)
+@pytest.mark.parametrize("cls, n_conv, n_act, n_add, n_cat, first", DIGITS)
 def test_f2f_structure_and_float_equivalence_before_start(digits_batch, cls, n_conv, n_act,
-                                                         n_add, n_cat):
+                                                         n_add, n_cat, first):
     torch.manual_seed(0)
     model = _randomise_bn(cls()).eval()
     gm, report = f2f(model, Policy.uniform(8, "pact"), digits_batch[:2])
@@ -55,7 +55,8 @@ def test_f2f_structure_and_float_equivalence_before_start(digits_batch, cls, n_c
     assert counts == [n_conv, n_act, n_add, n_cat]
     assert _count(gm, QuantLinear) == 1 and _count(gm, nn.BatchNorm2d) == n_conv
     assert not any(type(m) in (nn.Conv2d, nn.Linear, nn.ReLU) for m in gm.modules())
-    assert report.unquantised_inputs == [] and report.float_ops == []
+    # every layer reads a quantiser's output, except the first one: the input is float
+    assert report.unquantised_inputs == [first] and report.float_ops == []
     # quantisation not started: the FQ network computes the float network
     torch.testing.assert_close(gm(digits_batch), model(digits_batch), rtol=1e-5, atol=1e-5)
     gm.train(), model.train()
@@ -110,7 +111,7 @@ def test_mobilenet_3ddfa_f2f_splits_shared_relus(width):
     assert _count(gm, QuantActivation) == 27  # conv1 + 2 per block: one per site
     assert isinstance(gm.dw3_1.relu_1, QuantActivation) and gm.dw3_1.relu is not gm.dw3_1.relu_1
     assert report.canonicalised["split"]["dw3_1.relu"] == ["dw3_1.relu", "dw3_1.relu_1"]
-    assert report.unquantised_inputs == []  # the network input counts as quantised
+    assert report.unquantised_inputs == ["conv1"]  # no input_spec: the input stays float
     torch.testing.assert_close(gm(x), model(x), rtol=1e-5, atol=1e-5)
 
 
@@ -122,6 +123,21 @@ def test_mobilenet_full_width_traces_and_converts():
     assert len(report.quantised) == 27 + 1 + 27
     with torch.no_grad():
         torch.testing.assert_close(gm(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_input_spec_quantises_the_network_input(digits_batch):
+    gm, report = f2f(DigitsCNN().eval(), Policy.uniform(8), digits_batch[:2],
+                     input_spec=unit_input_spec(4))
+    assert report.input_quantisers == ["x_quant"] and report.unquantised_inputs == []
+    (conv1,) = [n for n in gm.graph.nodes if n.target == "conv1"]
+    assert conv1.args[0].target == "x_quant"
+    for _, m in quant_modules(gm):
+        m.start()
+    seen = []
+    gm.x_quant.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    gm(digits_batch)
+    half_up = torch.floor(digits_batch * 15 + 0.5)  # the quantisers round half up
+    torch.testing.assert_close(seen[0] * 15, half_up, rtol=0, atol=1e-5)
 
 
 def test_mixed_precision_per_layer_in_the_report(digits_batch):
@@ -162,7 +178,7 @@ def test_unmatched_modules_raise_unless_allowed_float(digits_batch):
     policy = Policy(Policy.uniform(8).rules, allow_float=("Sigmoid",))
     gm, report = f2f(WithSigmoid(), policy, digits_batch[:2])
     assert isinstance(gm.gate, nn.Sigmoid) and report.kept_float == ["gate"]
-    assert report.unquantised_inputs == ["conv2"]
+    assert report.unquantised_inputs == ["conv", "conv2"]
     assert [op.split(" ")[1] for op in report.float_ops] == ["(tanh)", "(mul)"]
 
 

@@ -16,10 +16,8 @@ constant is checked to be exactly representable in float32.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,8 +29,10 @@ import edgeq
 from edgeq.engine.ir import EDGEQ_DOMAIN, IR_OPS, Graph, Node
 from edgeq.engine.onnx import edgeq_dialect
 from edgeq.engine.onnx.quantlab import LINEAR_OPS, NO_CLIP
+from edgeq.engine.tensor_io import write_atomic
 from edgeq.errors import (
     ConfigError,
+    EdgeqError,
     IntegerOverflowError,
     ModelFileError,
     UnsupportedOpError,
@@ -120,19 +120,10 @@ def write_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
         data = model.SerializeToString()
     except ValueError as exc:  # protobuf refuses messages over 2 GiB
         raise ModelFileError(f"{target}: cannot serialise the model ({exc})") from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise ModelFileError(f"{target}: cannot write the model ({exc.strerror})") from None
-        raise
+        write_atomic(target, lambda f: f.write(data))
+    except EdgeqError as exc:  # write_atomic reports OS errors naming the file
+        raise ModelFileError(str(exc)) from None
 
 
 def _check_directory(target: Path) -> None:
@@ -284,7 +275,8 @@ def carry_float32(data: np.ndarray, what: str) -> np.ndarray:
         idx = tuple(int(i) for i in np.argwhere(~exact)[0])
         raise IntegerOverflowError(
             f"{what} holds {data[idx].item()!r} at index {idx}, which float32 cannot "
-            "represent exactly (integers are carried in float32: exact up to 2^24)"
+            "represent exactly (an integer graph is carried in float32: integers are exact "
+            "up to 2^24)"
         )
     return f
 
@@ -337,13 +329,12 @@ class Emitter:
     def scalar(self, base: str, value: int) -> str:
         """A float32 scalar constant (a Constant node in dory, as QuantLab writes it)."""
         data = carry_float32(np.asarray(value, dtype=np.int64), f"constant '{base}'")
-        if self.dialect == "dory":
-            name = self.fresh(base)
-            tensor = numpy_helper.from_array(data, name)
-            self.nodes.append(helper.make_node("Constant", [], [name], name=name, value=tensor))
-            return name
         name = self.fresh(base)
-        self.consts.append(numpy_helper.from_array(data, name))
+        tensor = numpy_helper.from_array(data, name)
+        if self.dialect == "dory":
+            self.nodes.append(helper.make_node("Constant", [], [name], name=name, value=tensor))
+        else:
+            self.consts.append(tensor)
         return name
 
     def clip(self, x: str, lo: int, hi: int, base: str, output: str, name: str) -> str:
@@ -363,6 +354,11 @@ class Emitter:
         d = self.op("Div", [a, self.scalar(f"{base}.div_by", 2 ** int(shift))], base)
         return self.op("Floor", [d], base)
 
+    def requant_by(self, x: str, mul: int, add: int, shift: int, base: str) -> str:
+        """The same with integer ``mul``/``add`` (HarmonisedAdd attributes) as constants."""
+        mul_c, add_c = self.scalar(f"{base}.mul_by", mul), self.scalar(f"{base}.add_by", add)
+        return self.requant(x, mul_c, add_c, shift, base)
+
 
 def _out_bits(lo: int, hi: int) -> int:
     """QuantLab's ``out_bits``: round(log2(levels)), and 32 for anything over 8 bits."""
@@ -374,6 +370,12 @@ def _out_bits(lo: int, hi: int) -> int:
 
 def lower_ir_node(node: Node, em: Emitter, graph: Graph | None = None) -> None:
     """Append the standard-op form of one IR op (``graph`` gives dory its input levels)."""
+    missing = [k for k in ("lo", "hi") if k not in node.attrs]
+    shifts = [node.attrs.get("shift", 0), node.attrs.get("out_shift", 0),
+              *node.attrs.get("in_shift", [])]
+    if missing or min(shifts) < 0:
+        detail = f"missing attributes {missing}" if missing else f"negative shift in {shifts}"
+        raise UnsupportedOpError(node.op, node.name, em.opset, detail)
     if node.op == "RequantShift":
         _lower_requant(node, em)
     elif em.dialect == "dory":
@@ -407,16 +409,13 @@ def _lower_adder(node: Node, em: Emitter) -> None:
     for i, x in enumerate(node.inputs):
         if a["in_rq"][i]:
             p = f"{base}.in{i + 1}"
-            mul, add = em.scalar(f"{p}_mul", a["in_mul"][i]), em.scalar(f"{p}_add", a["in_add"][i])
-            x = em.requant(x, mul, add, a["in_shift"][i], p)
+            x = em.requant_by(x, a["in_mul"][i], a["in_add"][i], a["in_shift"][i], p)
         terms.append(x)
     total = terms[0]
     for t in terms[1:]:
         total = em.op("Add", [total, t], f"{base}.sum")
     if a["out_rq"]:
-        mul = em.scalar(f"{base}.out_mul", a["out_mul"])
-        add = em.scalar(f"{base}.out_add", a["out_add"])
-        total = em.requant(total, mul, add, a["out_shift"], f"{base}.out")
+        total = em.requant_by(total, a["out_mul"], a["out_add"], a["out_shift"], f"{base}.out")
     em.clip(total, a["lo"], a["hi"], base, node.outputs[0], node.name)
 
 

@@ -6,7 +6,7 @@ turn such a graph into an exact integer IR graph:
 
 1. :func:`integerise_constants`  every float constant must hold integers -> int64;
 2. :func:`annotate_inputs`       graph inputs get an IntRange (default unsigned 8 bit);
-3. :func:`fuse_requant`          ``[Mul] -> [Add] -> Div(2^d) -> [Floor] -> [Clip]`` -> RequantShift;
+3. :func:`fuse_requant`          ``[Mul]->[Add]->Div(2^d)->[Floor]->[Clip]`` -> RequantShift;
 4. :func:`fuse_harmonised_adds`  ``Add`` with ``in1_*/in2_*/out_*`` attrs -> HarmonisedAdd;
 5. :func:`annotate_precision`    ``weight_bits``/``bias_bits`` and requant output ranges;
 6. :func:`drop_dialect_attrs`    remove the annotations standard kernels do not take.

@@ -6,9 +6,11 @@ Passes (each usable alone on a traced GraphModule): :mod:`.trace` (tracing, shap
 propagation), :mod:`.canonicalise` (functional activations -> modules, flatten, shared
 modules split per call site, bias folded into BN), :mod:`.policy` (ordered rules, first
 match wins), :mod:`.convert` (module replacement), :mod:`.harmonise` (add trees and
-concats -> HarmonisedAdd / HarmonisedConcat).
+concats -> HarmonisedAdd / HarmonisedConcat), :mod:`.inputs` (the input quantiser that
+``f2f(..., input_spec=...)`` inserts).
 """
 
+from edgeq.train.f2f.inputs import insert_input_quantisers, unit_input_spec
 from edgeq.train.f2f.pipeline import F2FReport, LayerAssignment, f2f
 from edgeq.train.f2f.policy import (
     FLOAT_TYPES,
@@ -32,6 +34,8 @@ __all__ = [
     "Rule",
     "Target",
     "f2f",
+    "insert_input_quantisers",
     "propagate_shapes",
     "trace",
+    "unit_input_spec",
 ]

@@ -10,8 +10,8 @@ An integer add (or concat) is exact only if its operands share one ε, so F2F re
 Finding (``find_add_trees``, ``find_concats``) and rewriting (``harmonise_adds``,
 ``harmonise_concats``) are separate so that F2F can resolve the precision policy on the
 harmonised names before anything is rewritten. The passes need shape metadata
-(:func:`~edgeq.train.f2f.trace.propagate_shapes`): that is how they tell a tensor add
-from an add of Python ints such as ``x.size(0) + 1``.
+(:func:`~edgeq.train.f2f.trace.propagate_shapes`): that is how they tell an add of float
+tensors from an add of Python ints such as ``x.size(0) + 1`` or of integer index tensors.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from edgeq.train.f2f.trace import finish, is_tensor, scoped_name
+from edgeq.train.f2f.trace import finish, is_float_tensor, scoped_name
 from edgeq.train.spec import QuantSpec
 
 _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
@@ -33,7 +33,7 @@ _CAT_FUNCTIONS = (torch.cat, torch.concat, torch.concatenate)
 @dataclass
 class AddTree:
     root: fx.Node
-    inner: list[fx.Node]  # add nodes absorbed into the tree (root excluded)
+    inner: list[fx.Node]  # add nodes absorbed into the tree (root excluded), parents first
     leaves: list[fx.Node]  # operands, in left-to-right order
     name: str  # qualified name of the HarmonisedAdd that will replace it
 
@@ -56,7 +56,7 @@ def _is_tensor_add(node: fx.Node) -> bool:
         return False  # alpha != 1 or out= are not plain adds
     if set(node.kwargs) - {"alpha"}:
         return False
-    return is_tensor(node) and all(is_tensor(a) for a in node.args)
+    return is_float_tensor(node) and all(is_float_tensor(a) for a in node.args)
 
 
 def _collect(node: fx.Node, inner: list[fx.Node], leaves: list[fx.Node]) -> None:
@@ -97,7 +97,8 @@ def find_add_trees(gm: fx.GraphModule) -> list[AddTree]:
         inner: list[fx.Node] = []
         leaves: list[fx.Node] = []
         _collect(root, inner, leaves)
-        trees.append(AddTree(root, inner, leaves, name))
+        # x + x reaches an inner add twice; it is still one node (erased once)
+        trees.append(AddTree(root, list(dict.fromkeys(inner)), leaves, name))
     return trees
 
 
@@ -116,7 +117,7 @@ def find_concats(gm: fx.GraphModule) -> list[Concat]:
         tensors, dim = _cat_args(node)
         if not isinstance(tensors, (list, tuple)) or not isinstance(dim, int):
             continue
-        if tensors and all(is_tensor(t) for t in tensors):
+        if tensors and all(is_float_tensor(t) for t in tensors):
             found.append((node, list(tensors), dim))
     names = _unique_names(gm, [n for n, _, _ in found], "cat")
     return [Concat(n, t, d, name) for (n, t, d), name in zip(found, names, strict=True)]

@@ -17,8 +17,10 @@ from edgeq.train.f2f.harmonise import (
     harmonise_adds,
     harmonise_concats,
 )
+from edgeq.train.f2f.inputs import insert_input_quantisers
 from edgeq.train.f2f.policy import Policy, Target
-from edgeq.train.f2f.trace import propagate_shapes, trace
+from edgeq.train.f2f.trace import is_tensor, propagate_shapes, trace
+from edgeq.train.spec import QuantSpec
 
 # Ops that move or select values without changing them, or that F2T turns into exact
 # integer ops (pooling); anything else left in the graph is computed in float.
@@ -50,10 +52,13 @@ class F2FReport:
     harmonised_adds: list[tuple[str, int]] = field(default_factory=list)
     harmonised_concats: list[tuple[str, int]] = field(default_factory=list)
     # Quantised conv/linear layers whose input is not the output of a quantiser (their
-    # integer input needs an extra quantiser before F2T); the network input counts as one.
+    # integer input needs an extra quantiser before F2T). Without ``input_spec`` the
+    # network input is float, so the first layer is listed here.
     unquantised_inputs: list[str] = field(default_factory=list)
     # Functional ops left computing in float (e.g. torch.sigmoid): not integer-only.
     float_ops: list[str] = field(default_factory=list)
+    # Quantisers inserted after the network inputs (f2f(..., input_spec=...)).
+    input_quantisers: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -78,14 +83,12 @@ def _module_targets(gm: fx.GraphModule) -> list[Target]:
 
 
 def _is_quantiser(gm: fx.GraphModule, node: fx.Node) -> bool:
-    from edgeq.train.modules import QuantActivation, QuantModule
+    """True if ``node``'s value lies on a quantiser's grid (conv/linear outputs do not:
+    they are accumulators at ε_x·ε_w plus a float bias)."""
+    from edgeq.train.modules import HarmonisedAdd, HarmonisedConcat, QuantActivation
 
-    if node.op != "call_module":
-        return False
-    module = gm.get_submodule(node.target)
-    # Conv/linear outputs are accumulators, not quantiser outputs.
-    return isinstance(module, QuantModule) and (
-        isinstance(module, QuantActivation) or not hasattr(module, "weight"))
+    grids = (QuantActivation, HarmonisedAdd, HarmonisedConcat)
+    return node.op == "call_module" and isinstance(gm.get_submodule(node.target), grids)
 
 
 def _passes_through(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -100,7 +103,7 @@ def _passes_through(gm: fx.GraphModule, node: fx.Node) -> bool:
 def _quantised_source(gm: fx.GraphModule, node: object) -> bool:
     while isinstance(node, fx.Node) and _passes_through(gm, node):
         node = node.args[0]
-    return isinstance(node, fx.Node) and (node.op == "placeholder" or _is_quantiser(gm, node))
+    return isinstance(node, fx.Node) and _is_quantiser(gm, node)
 
 
 def _unquantised_inputs(gm: fx.GraphModule) -> list[str]:
@@ -112,8 +115,10 @@ def _unquantised_inputs(gm: fx.GraphModule) -> list[str]:
 
 
 def _float_ops(gm: fx.GraphModule) -> list[str]:
+    """Tensor-valued functional ops that F2F left alone (int arithmetic on sizes is fine)."""
     return [f"{n.name} ({getattr(n.target, '__name__', n.target)})" for n in gm.graph.nodes
-            if n.op in ("call_function", "call_method") and not _passes_through(gm, n)]
+            if n.op in ("call_function", "call_method") and is_tensor(n)
+            and not _passes_through(gm, n)]
 
 
 def f2f(
@@ -122,12 +127,16 @@ def f2f(
     example_input: torch.Tensor | tuple[torch.Tensor, ...],
     *,
     leaf_modules: tuple[str | type, ...] = (),
+    input_spec: QuantSpec | None = None,
 ) -> tuple[fx.GraphModule, F2FReport]:
     """Float-to-fake conversion of a copy of ``model`` (the model itself is not touched).
 
     trace -> shapes -> canonicalise -> resolve ``policy`` on modules, add trees and concats
     -> replace modules -> harmonise adds and concats. Raises ConfigError for untraceable
     models, policy errors and modules that no rule matches (see :mod:`.policy`).
+
+    ``input_spec`` quantises the network input itself (an identity quantiser after each
+    input; :mod:`.inputs`), as F2T requires; ``None`` leaves the input float.
     """
     gm = trace(copy.deepcopy(model), leaf_modules)
     gm.training = model.training
@@ -146,6 +155,8 @@ def f2f(
         gm, lambda name: assigned[name][1], [c for c in concats if c.name in assigned])
     for name in [n for n, _ in report.harmonised_adds + report.harmonised_concats]:
         gm.get_submodule(name).train(model.training)
+    if input_spec is not None:
+        report.input_quantisers = insert_input_quantisers(gm, input_spec)
     types = {t.name: t.type_name for t in targets}
     report.quantised = [LayerAssignment(n, types[n], rule, spec.to_json())
                         for n, (rule, spec) in assigned.items()]

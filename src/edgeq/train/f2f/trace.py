@@ -127,6 +127,11 @@ def is_tensor(node: object) -> bool:
     )
 
 
+def is_float_tensor(node: object) -> bool:
+    """A tensor of floats: the only kind a quantiser may touch (not index arithmetic)."""
+    return is_tensor(node) and node.meta["tensor_meta"].dtype.is_floating_point
+
+
 def scope_of(node: fx.Node) -> str:
     """Qualified name of the innermost module whose forward produced ``node`` ('' at top)."""
     stack = node.meta.get("nn_module_stack") or {}
