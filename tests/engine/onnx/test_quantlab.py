@@ -57,7 +57,8 @@ def _two_layer_model(opset, bits, signed_input, seed=0):
     w1 = rng.integers(wr.lo, wr.hi + 1, size=(3, 2, 3, 3))
     w2 = rng.integers(wr.lo, wr.hi + 1, size=(3, 3, 3, 3))
     mul1, mul2 = rng.integers(50, 400, size=(3, 1, 1)), rng.integers(50, 400, size=(3, 1, 1))
-    add1, add2 = rng.integers(-3000, 3000, size=(3, 1, 1)), rng.integers(-3000, 3000, size=(3, 1, 1))
+    add1 = rng.integers(-3000, 3000, size=(3, 1, 1))
+    add2 = rng.integers(-3000, 3000, size=(3, 1, 1))
     n1, i1, o1 = conv_requant("c1", "x", w1, mul1, add1, 9, 0, out_hi, opset, bits, bits)
     n2, i2, o2 = conv_requant("c2", o1, w2, mul2, add2, 10, 0, out_hi, opset, bits, bits)
     adder = helper.make_node(

@@ -67,8 +67,8 @@ def test_custom_domain_is_unsupported(tmp_path):
     graph = helper.make_graph(
         [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
-                                                    helper.make_opsetid("qonnx.custom_op.general", 1)])
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("qonnx.custom_op.general", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
     path = tmp_path / "q.onnx"
     path.write_bytes(model.SerializeToString())
     with pytest.raises(UnsupportedOpError, match="Quant"):
