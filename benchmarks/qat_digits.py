@@ -7,8 +7,11 @@ In the same run it trains the same model with PyTorch's own fake-quant QAT
 (``torch.ao.quantization`` FX ``prepare_qat_fx``, 8 bits) as the named peer, and times
 one training step of each.
 
-Prints one table (test accuracy mean ± std over seeds, training time per epoch as a ratio
-to FP) and writes JSON to ``benchmarks/results/qat_digits.json``.
+Prints one table (test accuracy mean ± std over seeds; training time per epoch as a ratio
+to an FP epoch timed right after each QAT epoch, so that load from other processes on a
+shared machine hits both alike) and writes JSON to ``benchmarks/results/qat_digits.json``.
+Runs single-threaded by default (``--threads``): the model is tiny and thread
+oversubscription on a busy machine made multi-threaded timings erratic.
 
     python benchmarks/qat_digits.py            # full run
     python benchmarks/qat_digits.py --quick    # smoke run (1 seed, few epochs)
@@ -125,20 +128,52 @@ def policy_for(algorithm: str, bits: int, cfg: Config) -> Policy:
     return Policy(rules, policy.allow_float)
 
 
-def train_qat(cfg, splits, fp_model, algorithm, bits, seed) -> tuple[float, float]:
-    """Fine-tune ``fp_model`` with QAT; (test accuracy, median s per quantised epoch)."""
+class FPShadow:
+    """A throw-away copy of the FP model trained one epoch right after each QAT epoch.
+
+    The machine may be shared: an FP epoch timed minutes earlier is no fair reference.
+    Timing FP next to each QAT epoch makes the per-epoch ratio compare like with like.
+    """
+
+    def __init__(self, fp_model: nn.Module, cfg: Config):
+        self.model = copy.deepcopy(fp_model)
+        self.optimiser = torch.optim.Adam(self.model.parameters(), lr=cfg.qat_lr)
+        self.times: list[float] = []
+
+    def epoch(self, loader) -> None:
+        self.times.append(train_epoch(self.model, loader, self.optimiser))
+
+
+def train_qat(cfg, splits, fp_model, algorithm, bits, seed) -> tuple[float, float, float]:
+    """Fine-tune ``fp_model`` with QAT: (test accuracy, median s per quantised epoch,
+    median s per FP epoch timed alongside)."""
     torch.manual_seed(seed)
     gm, _ = f2f(fp_model, policy_for(algorithm, bits, cfg), splits.x_train[:2])
-    controller = QATController(gm, ScheduleSpec(start_epoch=1))
+    return _fine_tune(cfg, splits, fp_model, gm, QATController(gm, ScheduleSpec(start_epoch=1)),
+                      seed, observe_epochs=1)
+
+
+def train_peer(cfg, splits, fp_model, seed) -> tuple[float, float, float]:
+    """The same fine-tuning with torch.ao's QAT (observers run in every epoch)."""
+    torch.manual_seed(seed)
+    model = torch_ao_qat(fp_model, splits.x_train[:2])
+    return _fine_tune(cfg, splits, fp_model, model, None, seed, observe_epochs=1)
+
+
+def _fine_tune(cfg, splits, fp_model, model, controller, seed, observe_epochs):
     loader = digits_loaders(cfg.batch_size, seed=seed, splits=splits)["train"]
-    optimiser = torch.optim.Adam(gm.parameters(), lr=cfg.qat_lr)
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.qat_lr)
+    shadow = FPShadow(fp_model, cfg)
     times = []
     for epoch in range(cfg.qat_epochs):
-        controller.epoch_start(epoch)
-        seconds = train_epoch(gm, loader, optimiser, controller)
-        if epoch >= 1:  # epoch 0 is float + observation: not a QAT epoch
+        if controller is not None:
+            controller.epoch_start(epoch)
+        seconds = train_epoch(model, loader, optimiser, controller)
+        if epoch >= observe_epochs:  # observation epochs compute in float: not timed
             times.append(seconds)
-    return evaluate(gm, splits.x_test, splits.y_test), statistics.median(times)
+            shadow.epoch(loader)
+    accuracy = evaluate(model, splits.x_test, splits.y_test)
+    return accuracy, statistics.median(times), statistics.median(shadow.times)
 
 
 def torch_ao_qat(model: nn.Module, example: torch.Tensor) -> nn.Module:
@@ -150,15 +185,6 @@ def torch_ao_qat(model: nn.Module, example: torch.Tensor) -> nn.Module:
 
         mapping = get_default_qat_qconfig_mapping("x86")
         return prepare_qat_fx(copy.deepcopy(model).train(), mapping, (example,))
-
-
-def train_peer(cfg, splits, fp_model, seed) -> tuple[float, float]:
-    torch.manual_seed(seed)
-    model = torch_ao_qat(fp_model, splits.x_train[:2])
-    loader = digits_loaders(cfg.batch_size, seed=seed, splits=splits)["train"]
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.qat_lr)
-    times = [train_epoch(model, loader, optimiser) for _ in range(cfg.qat_epochs - 1)]
-    return evaluate(model, splits.x_test, splits.y_test), statistics.median(times)
 
 
 # --------------------------------------------------------------------------------------
@@ -217,11 +243,14 @@ def supported_policy(algorithm: str, cfg: Config) -> tuple[int, Policy]:
 # --------------------------------------------------------------------------------------
 # reporting
 # --------------------------------------------------------------------------------------
-def summarise(accs: list[float], epoch_times: list[float], fp_epoch: float) -> dict:
+def summarise(accs: list[float], epoch_times: list[float], fp_times: list[float]) -> dict:
+    """Accuracy statistics, and epoch time relative to FP epochs timed alongside."""
     std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    ratios = [t / f for t, f in zip(epoch_times, fp_times, strict=True)]
     return {"acc": accs, "acc_mean": statistics.mean(accs), "acc_std": std,
             "epoch_seconds": statistics.mean(epoch_times),
-            "epoch_ratio_to_fp": statistics.mean(epoch_times) / fp_epoch}
+            "fp_epoch_seconds": statistics.mean(fp_times),
+            "epoch_ratio_to_fp": statistics.mean(ratios)}
 
 
 def format_table(results: list[dict], steps: dict, n_seeds: int) -> str:
@@ -270,32 +299,29 @@ def run(cfg: Config) -> dict:
         fp_accs.append(acc)
         fp_times.append(seconds)
         progress(f"FP seed {seed}: acc {100 * acc:.2f}%")
-    fp_epoch = statistics.mean(fp_times)
-    results = [{"method": "FP", "bits": 32, **summarise(fp_accs, fp_times, fp_epoch)}]
+    results = [{"method": "FP", "bits": 32, **summarise(fp_accs, fp_times, fp_times)}]
     for algorithm in cfg.algorithms:
         for bits in cfg.bits:
-            results.append(qat_row(cfg, splits, fp_models, algorithm, bits, fp_epoch))
+            results.append(qat_row(cfg, splits, fp_models, algorithm, bits))
     peer = [train_peer(cfg, splits, fp_models[s], s) for s in cfg.seeds]
     results.append({"method": "torch.ao QAT (peer)", "bits": 8,
-                    **summarise([a for a, _ in peer], [t for _, t in peer], fp_epoch)})
+                    **summarise(*(list(column) for column in zip(*peer, strict=True)))})
     progress("timing single training steps")
     return {"config": dataclasses.asdict(cfg), "environment": environment(),
             "results": results, "step_seconds": step_timings(cfg, splits, fp_models[cfg.seeds[0]])}
 
 
-def qat_row(cfg, splits, fp_models, algorithm, bits, fp_epoch) -> dict:
+def qat_row(cfg, splits, fp_models, algorithm, bits) -> dict:
     row = {"method": algorithm.upper(), "bits": bits}
-    accs, times = [], []
+    runs = []
     for seed in cfg.seeds:
         try:
-            acc, seconds = train_qat(cfg, splits, fp_models[seed], algorithm, bits, seed)
+            runs.append(train_qat(cfg, splits, fp_models[seed], algorithm, bits, seed))
         except ConfigError as exc:  # e.g. a range the algorithm does not support
             progress(f"{algorithm} {bits}-bit unsupported: {exc}")
             return {**row, "unsupported": str(exc)}
-        accs.append(acc)
-        times.append(seconds)
-        progress(f"{algorithm} {bits}-bit seed {seed}: acc {100 * acc:.2f}%")
-    return {**row, **summarise(accs, times, fp_epoch)}
+        progress(f"{algorithm} {bits}-bit seed {seed}: acc {100 * runs[-1][0]:.2f}%")
+    return {**row, **summarise(*(list(column) for column in zip(*runs, strict=True)))}
 
 
 def environment() -> dict:

@@ -59,7 +59,7 @@ from edgeq.train.f2t.fold import (
     F2TOptions,
     activation_bounds,
     bn_fold,
-    check_float64_exact,
+    check_accumulator,
     integer_bias,
     linear_bound,
     requant_params,
@@ -296,7 +296,7 @@ class _Converter:
         eps = linear_eps(s.eps, to_dtype(m.weight_eps, dtype))
         b = None if m.bias is None else integer_bias(m.bias, eps, dtype)
         bound = linear_bound(w, s.bound, b)
-        check_float64_exact(bound, f"node '{node.name}'")
+        check_accumulator(bound, self.opts, f"node '{node.name}'")
         eps_w = to_dtype(m.weight_eps, dtype)
         op = (self._conv_op(node, m, w, b, eps_w) if isinstance(m, QuantConv2d)
               else IntLinear(node.name, [s.value], node.name, w, b, m.weight_range, eps_w))
@@ -416,6 +416,7 @@ class _Converter:
         out = pooled(s, node.name, shape, taps)
         if divisor != taps:
             out = out.replace(eps=s.eps / divisor)
+        check_accumulator(out.bound, self.opts, f"node '{node.name}'")
         self._emit(IntSumPool(node.name, [s.value], node.name, kernel, stride, padding),
                    shape, out.eps, out.lo, out.hi)
         return out

@@ -65,12 +65,17 @@ def linear_bound(w_int: torch.Tensor, x_bound: int, b_int: torch.Tensor | None) 
     return max(per_channel, default=0)
 
 
-def check_float64_exact(bound: int, where: str) -> None:
-    """The float64 conv/linear of the TQ network is exact only below 2^53."""
+def check_accumulator(bound: int, opts: F2TOptions, where: str) -> None:
+    """The static bound proves the accumulator fits: below 2^53 (the TQ network's float64
+    conv/linear is exact there) and within a signed ``acc_bits`` integer (DESIGN §3.7)."""
     if bound >= FLOAT64_EXACT:
         raise IntegerOverflowError(
             f"{where}: the accumulator bound {bound} reaches 2^53; the float64 conv/linear "
             "would not be exact"
+        )
+    if bound > 2 ** (opts.acc_bits - 1) - 1:
+        raise IntegerOverflowError(
+            f"{where}: the accumulator bound {bound} does not fit {opts.acc_bits} bits"
         )
 
 
