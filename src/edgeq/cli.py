@@ -1,4 +1,4 @@
-"""The ``edgeq`` command: ``run``, ``inspect`` and ``demo``.
+"""The ``edgeq`` command: ``run``, ``inspect``, ``demo``, ``quantize`` and ``f2t-report``.
 
 Every :class:`~edgeq.errors.EdgeqError` becomes ``error: <message>`` on stderr and exit
 status 1; usage errors exit with 2 (argparse). This module imports no torch and no
@@ -49,10 +49,29 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("model", metavar="MODEL.onnx")
     inspect.set_defaults(func=cmd_inspect)
 
-    demo = sub.add_parser("demo", help="build, run and check a small demo model")
+    demo = sub.add_parser(
+        "demo", help="end to end on the bundled digits: FP -> 8-bit PACT QAT -> integer engine")
     demo.add_argument("--out", default="edgeq-demo", metavar="DIR", help="output directory")
+    _pipeline_flags(demo)
     demo.set_defaults(func=cmd_demo)
+
+    quantize = sub.add_parser("quantize", help="run the pipeline a JSON config describes")
+    quantize.add_argument("config", metavar="CONFIG.json")
+    quantize.add_argument("--out", metavar="DIR", help="output directory (default: the config's)")
+    _pipeline_flags(quantize)
+    quantize.set_defaults(func=cmd_quantize)
+
+    report = sub.add_parser("f2t-report", help="FQ vs TQ fidelity of a finished run, per layer")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("--split", choices=("train", "val", "test"), default="test")
+    report.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
+    report.set_defaults(func=cmd_f2t_report)
     return parser
+
+
+def _pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="replace existing results")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 # -- formatting ---------------------------------------------------------------------------
@@ -123,20 +142,39 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edgeq.engine.demo import run_demo
+    from edgeq.lab.config import demo_config
 
-    result = run_demo(args.out)
-    print(f"demo model: {result.model_path}  (input: {result.input_path})")
-    print()
-    print(result.table)
-    print()
-    for name, array in result.outputs.items():
-        print(describe_output(name, array))
-    if result.max_abs_diff is None:
-        print("onnxruntime not installed: no comparison")
-    else:
-        print(f"max abs difference vs onnxruntime: {result.max_abs_diff:.3g}")
-    print(f"try: edgeq run {result.model_path} --input x={result.input_path}")
+    return _run_pipeline(demo_config(args.out), args)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from edgeq.lab.config import PipelineConfig
+
+    return _run_pipeline(PipelineConfig.load(args.config), args)
+
+
+def _run_pipeline(config, args: argparse.Namespace) -> int:
+    from edgeq.lab.pipeline import format_table, run_pipeline
+
+    out = getattr(args, "out", None) or config.output_dir
+    summary = run_pipeline(config, force=args.force, progress=not args.quiet, out_dir=out)
+    print(format_table(summary))
+    print(f"\nwrote {out}/ (summary.json, table.txt, fidelity.txt, ONNX files)")
+    return 0
+
+
+def cmd_f2t_report(args: argparse.Namespace) -> int:
+    import json
+
+    from edgeq.engine.tensor_io import write_atomic
+    from edgeq.lab.pipeline import fidelity_of_run
+
+    report = fidelity_of_run(args.run_dir, args.split)
+    print(report.format())
+    if args.json:
+        text = (json.dumps(report.to_json(), indent=2) + "\n").encode()
+        write_atomic(args.json, lambda f: f.write(text))
+        print(f"wrote {args.json}")
     return 0
 
 

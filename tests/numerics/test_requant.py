@@ -219,3 +219,27 @@ def test_make_requant_explicit_shift_too_large_raises():
     # mul = 2^63 does not fit int64: an error, not a wrapped negative multiplier
     with pytest.raises(IntegerOverflowError):
         make_requant(1.0, 0.0, 1, 0, 255, shift=63)
+
+
+# -- significant-bit rounding (float32 carriers) -------------------------------------------
+@given(st.integers(-(2**62), 2**62), st.integers(1, 40))
+def test_round_significant_is_nearest_with_few_bits(v, bits):
+    from edgeq.numerics import round_significant
+
+    r = round_significant(v, bits)
+    k = max(0, abs(v).bit_length() - bits)
+    assert r % (1 << k) == 0 and abs(r) >> k <= (1 << bits)  # bits significant bits (a carry may reach 2^bits)
+    assert abs(r - v) <= (1 << k) // 2  # the nearest multiple of 2^k
+    if bits <= 24 and abs(r) < 2**100:
+        assert int(np.float32(r)) == r  # exact in float32
+
+
+def test_significant_bits_keep_full_shift_and_float32_exactness():
+    m = np.array([0.000123456789, 0.0009876])
+    a = np.array([-12.3456, 3.5])
+    p = make_requant(m, a, acc_bound=2**20, lo=0, hi=255, significant_bits=24)
+    assert p.shift > 30  # the shift is not lowered to make the constants small
+    for v in np.concatenate([p.mul, p.add]):
+        assert int(np.float32(v)) == int(v)
+    rel = np.abs(p.mul / 2.0**p.shift - m) / m
+    assert np.all(rel < 2.0**-23)

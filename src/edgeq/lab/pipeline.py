@@ -25,6 +25,8 @@ from edgeq.lab.config import PipelineConfig
 from edgeq.lab.training import accuracy, predict, train
 
 RESULT_FILES = ("summary.json", "table.txt")
+FQ_STATE = "fq_state.pt"
+FLOAT32_EXACT_BITS = 25  # |v| <= 2^24: every such integer is exact in float32
 
 
 @dataclass
@@ -95,19 +97,23 @@ def run_seed(config: PipelineConfig, seed: int, out: Path, progress: bool = True
     fq_acc = accuracy(predict(fq, x_test), y_test)
     _export_float(fq, x_test[:1], out / "model_fq.onnx")
 
-    tq = f2t(fq, x_test[:1])
+    # Constants within 25 signed bits are exact in the float32 carriers of the ONNX file.
+    tq = f2t(fq, x_test[:1], mul_bits=FLOAT32_EXACT_BITS, add_bits=FLOAT32_EXACT_BITS)
     tq_out = tq(tq.quantise_input(x_test))
-    tq_acc = accuracy(tq_out, y_test)
+    tq_acc = accuracy(tq.dequantise(tq_out), y_test)  # ε may differ per class
     graph = tq.to_ir()
     export_onnx(graph, out / "model_tq.onnx", dialect="edgeq")
     export_onnx(graph, out / "model_tq_dory.onnx", dialect="dory")
 
     engine = load(out / "model_tq.onnx")
     (eng_out,) = engine.run({engine.inputs[0].name: x_test.numpy()}).values()
-    fidelity = fidelity_report(fq, tq, (x_test, y_test)).to_json()
+    report = fidelity_report(fq, tq, (x_test, y_test))
+    (out / "fidelity.txt").write_text(report.format() + "\n")
+    torch.save(fq.state_dict(), out / FQ_STATE)
+    fidelity = report.to_json()
     return SeedResult(
         seed=seed, fp_accuracy=fp_acc, fq_accuracy=fq_acc, tq_accuracy=tq_acc,
-        engine_accuracy=accuracy(torch.from_numpy(np.asarray(eng_out, np.float64)), y_test),
+        engine_accuracy=accuracy(tq.dequantise(torch.from_numpy(np.asarray(eng_out))), y_test),
         bit_exact=bool(np.array_equal(np.asarray(eng_out), tq_out.numpy())),
         fp_weight_bytes=fp_weight_bytes(model), int_weight_bytes=int_weight_bytes(graph),
         seconds=time.perf_counter() - start, fidelity=fidelity,
@@ -125,6 +131,40 @@ def calibrate_and_train_qat(fq, loader, x_train, config: PipelineConfig, seed: i
     schedule = ScheduleSpec(start_epoch=0, freeze_epoch=config.training.freeze_epoch)
     train(fq, loader, config.training.qat_epochs, config.training.qat_lr,
           f"seed {seed} QAT", controller=QATController(fq, schedule), progress=progress)
+
+
+def rebuild_fq(config: PipelineConfig, state_path: Path):
+    """The trained FQ network of a finished run, from its config and saved state."""
+    from edgeq.data import load_digits_splits
+    from edgeq.train.f2f import f2f
+
+    example = load_digits_splits(config.dataset.seed).x_test[:1]
+    fq, _ = f2f(build_model(config.model.name), config.build_policy(), example,
+                input_spec=input_spec(config))
+    try:
+        state = torch.load(state_path, weights_only=True)
+        fq.load_state_dict(state)
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(f"{state_path}: cannot load the FQ state ({exc})") from None
+    return fq.eval()
+
+
+def fidelity_of_run(run_dir: str | Path, split: str = "test"):
+    """Re-run F2T on a finished run's FQ network and measure FQ vs TQ on ``split``."""
+    from edgeq.data import load_digits_splits
+    from edgeq.train.f2t import f2t, fidelity_report
+
+    run = Path(run_dir)
+    cfg_path = next((p / "config.json" for p in (run, run.parent)
+                     if (p / "config.json").is_file()), None)
+    if cfg_path is None or not (run / FQ_STATE).is_file():
+        raise ConfigError(f"{run}: not a run directory (needs config.json and {FQ_STATE}; "
+                          "for several seeds pass one seed's folder)")
+    config = PipelineConfig.load(cfg_path)
+    fq = rebuild_fq(config, run / FQ_STATE)
+    x, y = load_digits_splits(config.dataset.seed).split(split)
+    tq = f2t(fq, x[:1], mul_bits=FLOAT32_EXACT_BITS, add_bits=FLOAT32_EXACT_BITS)
+    return fidelity_report(fq, tq, (x, y))
 
 
 def _loader(splits, batch_size: int, seed: int):
@@ -194,6 +234,9 @@ def run_pipeline(config: PipelineConfig, force: bool = False, progress: bool = T
     _check_output(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    threads = torch.get_num_threads()
+    # These networks are tiny: one thread is faster and immune to a busy second core.
+    torch.set_num_threads(1)
     try:
         results = []
         for seed in config.seeds:
@@ -208,6 +251,8 @@ def run_pipeline(config: PipelineConfig, force: bool = False, progress: bool = T
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        torch.set_num_threads(threads)
     return summary
 
 

@@ -37,7 +37,7 @@ def train(
             loss = loss_fn(model(xb), yb)
             loss.backward()
             opt.step()
-            total, count = total + float(loss) * len(yb), count + len(yb)
+            total, count = total + loss.item() * len(yb), count + len(yb)
         losses.append(total / max(count, 1))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     model.eval()

@@ -7,6 +7,7 @@ from edgeq.numerics.requant import (
     choose_shift,
     make_requant,
     requant_shift,
+    round_significant,
 )
 from edgeq.numerics.rounding import floor_div_pow2, round_div_pow2, round_half_up, to_integers
 
@@ -21,5 +22,6 @@ __all__ = [
     "requant_shift",
     "round_div_pow2",
     "round_half_up",
+    "round_significant",
     "to_integers",
 ]

@@ -15,7 +15,9 @@ returns the **largest** ``d`` in ``[1, max_shift]`` such that
    offset at that shift; so ``acc*mul + add`` provably fits a signed ``acc_bits`` integer.
 
 Defaults: ``mul_bits=32``, ``acc_bits=64`` (the reference backend); an export for a
-32-bit target passes ``acc_bits=32``. If no ``d >= 1`` satisfies both, the layer cannot
+32-bit target passes ``acc_bits=32``. With ``significant_bits=B`` the bounds are checked
+on ``mul`` and ``add`` after rounding them to B significant bits (see
+:func:`round_significant`): B=24 makes them exact in float32 carriers at full shift. If no ``d >= 1`` satisfies both, the layer cannot
 be requantised at that width and :class:`~edgeq.errors.IntegerOverflowError` says why.
 """
 
@@ -84,12 +86,28 @@ class RequantParams:
 _exact_int = np.frompyfunc(int, 1, 1)
 
 
-def _int_mul_add(real_mul, real_add, d: int):
+def round_significant(v: int, bits: int) -> int:
+    """``v`` rounded (half up in magnitude) to ``bits`` significant bits: ``m·2^k``, |m| < 2^bits.
+
+    Such an integer is exact in a binary float with a ``bits``-bit significand (24 for
+    float32), so an integer graph carried in float32 tensors keeps it exactly.
+    """
+    k = max(0, abs(int(v)).bit_length() - bits)
+    if k == 0:
+        return int(v)
+    m = (abs(int(v)) + (1 << (k - 1))) >> k
+    return (m << k) if v >= 0 else -(m << k)
+
+
+def _int_mul_add(real_mul, real_add, d: int, significant_bits: int | None = None):
     """``mul``, ``add`` at shift ``d`` as object arrays of Python ints (never wrapped)."""
     scale = float(2**d)
     mul = _exact_int(round_half_up(np.asarray(real_mul, np.float64) * scale))
     # round half up of the output: fold 2^(d-1) into add
     add = _exact_int(round_half_up(np.asarray(real_add, np.float64) * scale)) + (1 << (d - 1))
+    if significant_bits is not None:
+        fn = np.frompyfunc(lambda v: round_significant(v, significant_bits), 1, 1)
+        mul, add = fn(mul), fn(add)
     return mul, add
 
 
@@ -107,13 +125,14 @@ def choose_shift(
     acc_bits: int = 64,
     max_shift: int = 62,
     where: str = "requantisation",
+    significant_bits: int | None = None,
 ) -> int:
     """The largest ``d`` in ``[1, max_shift]`` meeting the module docstring's two bounds."""
     mul_limit = 2 ** (mul_bits - 1) - 1
     acc_limit = 2 ** (acc_bits - 1) - 1
     best = None
     for d in range(1, max_shift + 1):
-        mul, add = _int_mul_add(real_mul, real_add, d)
+        mul, add = _int_mul_add(real_mul, real_add, d, significant_bits)
         if _max_abs(mul) > mul_limit or int(acc_bound) * _max_abs(mul) + _max_abs(add) > acc_limit:
             break
         best = d
@@ -136,16 +155,20 @@ def make_requant(
     mul_bits: int = 32,
     acc_bits: int = 64,
     where: str = "requantisation",
+    significant_bits: int | None = None,
 ) -> RequantParams:
     """Integer parameters approximating ``y = clip(round_half_up(acc*real_mul + real_add))``.
 
     ``real_add`` is in output units (already divided by eps_out). ``shift=None`` applies
-    :func:`choose_shift`.
+    :func:`choose_shift`. ``significant_bits`` (e.g. 24) rounds ``mul`` and ``add`` to
+    that many significant bits (:func:`round_significant`), so that float carriers hold
+    them exactly while the shift, and so the relative precision, stays large.
     """
     if shift is None:
-        shift = choose_shift(real_mul, acc_bound, real_add, mul_bits, acc_bits, where=where)
+        shift = choose_shift(real_mul, acc_bound, real_add, mul_bits, acc_bits, where=where,
+                             significant_bits=significant_bits)
     if shift < 1:
         raise ValueError(f"{where}: round-half-up requantisation needs shift >= 1")
-    mul, add = _int_mul_add(real_mul, real_add, shift)
+    mul, add = _int_mul_add(real_mul, real_add, shift, significant_bits)
     mul, add = _as_int64(mul, f"{where}: mul"), _as_int64(add, f"{where}: add")
     return RequantParams(mul=mul, add=add, shift=int(shift), lo=int(lo), hi=int(hi))

@@ -13,9 +13,10 @@ from edgeq.train.f2t import F2TError, f2t
 from edgeq.train.modules import HarmonisedAdd, quant_modules
 
 X = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+UNIT = unit_input_spec()
 
 
-def _fq(model, input_spec=unit_input_spec(), policy=None):
+def _fq(model, input_spec=UNIT, policy=None):
     gm, _ = f2f(model, policy or Policy.uniform(8, "pact"), X[:2], input_spec=input_spec)
     gm.train()
     with torch.no_grad(), observing(gm):
@@ -59,13 +60,24 @@ def test_missing_input_quantiser():
 def test_linear_op_fed_by_batchnorm_without_quantiser():
     class NoAct(ConvNet):
         def forward(self, x):
+            x = self.bn1(self.conv1(x))
+            return self.fc(torch.flatten(self.act(self.bn2(self.conv2(x))), 1))
+
+    gm = _fq(NoAct(nn.ReLU()))
+    with pytest.raises(F2TError, match=r"node 'conv2' \(QuantConv2d\): an activation with no "
+                                       r"quantiser before a linear op.*BatchNorm 'bn1'"):
+        f2t(gm, X[:1])
+
+
+def test_flatten_of_pending_batchnorm():
+    class NoAct(ConvNet):
+        def forward(self, x):
             x = self.act(self.bn1(self.conv1(x)))
             return self.fc(torch.flatten(self.bn2(self.conv2(x)), 1))
 
-    gm = _fq(NoAct(nn.ReLU()))
-    with pytest.raises(F2TError, match=r"node 'fc' \(QuantLinear\): an activation with no "
-                                       r"quantiser before a linear op.*BatchNorm 'bn2'"):
-        f2t(gm, X[:1])
+    with pytest.raises(F2TError, match=r"node 'flatten_1' \(Flatten 'flatten'\): .*BatchNorm 'bn2' "
+                                       "is still pending"):
+        f2t(_fq(NoAct(nn.ReLU())), X[:1])
 
 
 def test_linear_op_fed_by_an_unquantised_float_op():
@@ -105,7 +117,8 @@ def test_unharmonised_scales_are_refused():
     add = next(m for _, m in quant_modules(gm) if isinstance(m, HarmonisedAdd))
     add.harmonise = lambda: None  # a broken harmonisation: input ε drifts from the output
     add.in_quantisers[1].set_eps(add.eps * 2)
-    with pytest.raises(F2TError, match=r"node 'add' \(HarmonisedAdd\): .*cannot be harmonised"):
+    with pytest.raises(F2TError, match=r"node 'add_1' \(HarmonisedAdd 'add'\): .*cannot be "
+                                       "harmonised"):
         f2t(gm, X[:1])
 
 

@@ -332,7 +332,7 @@ class _Converter:
         return with_batchnorm(s, gamma_hat, beta_hat, node.name)
 
     def _activation(self, node: fx.Node, m: QuantActivation) -> State:
-        what = f"QuantActivation {m.kind}"
+        what = f"{_what(self.gm, node)} {m.kind}"
         if m.kind not in ("relu", "relu6", "identity"):
             raise node_error(node.name, what, "LeakyReLU is not supported by F2T "
                              "(supported activations: relu, relu6, identity)")
@@ -355,7 +355,7 @@ class _Converter:
 
     def _input_rule(self, node, s: State, eps_out, r: IntRange, lo: int, hi: int) -> State:
         if self.input_rule is not None:
-            raise node_error(node.name, "QuantActivation", "the network input feeds several "
+            raise node_error(node.name, _what(self.gm, node), "the network input feeds several "
                              "quantisers; F2T needs one input rule")
         r = r if (lo, hi) == (r.lo, r.hi) else IntRange.from_bounds(lo, hi)
         self.input_name, self.input_rule = s.value, InputRule(r, float(eps_out))
@@ -364,7 +364,7 @@ class _Converter:
         return quantised(s.value, s.shape, eps_out, r)
 
     def _harmonised(self, node: fx.Node, m: HarmonisedAdd | HarmonisedConcat) -> State:
-        what = type(m).__name__
+        what = _what(self.gm, node)
         eps_out, r = to_dtype(m.eps, self.opts.dtype), m.range
         if any(float(e) != float(m.eps) for e in m.input_eps) or any(
                 q.int_range != r for q in m.in_quantisers):
@@ -443,8 +443,9 @@ class _Converter:
         if shape[0] != s.shape[0]:
             raise node_error(node.name, what, "reshapes across the batch dimension")
         if s.per_channel and not keeps_channels:
-            raise node_error(node.name, what, "moves per-channel scaled data off the channel "
-                             "axis; a quantiser (one ε) must come before it")
+            why = f" (BatchNorm '{s.affine_from}' is still pending)" if s.pending else ""
+            raise node_error(node.name, what, f"moves per-channel scaled data{why} off the "
+                             "channel axis; a quantiser (one ε) must come before it")
         op = op_for(node.name, [s.value], node.name)
         self._emit(op, shape, s.eps, s.lo, s.hi, s.range)
         return s.replace(value=node.name, shape=shape)
@@ -470,8 +471,10 @@ class _Converter:
 
 
 def _what(gm: fx.GraphModule, node: fx.Node) -> str:
+    """The op of a node for messages: module class (and name, if not the node's)."""
     if node.op == "call_module":
-        return type(gm.get_submodule(node.target)).__name__
+        kind = type(gm.get_submodule(node.target)).__name__
+        return kind if node.target == node.name else f"{kind} '{node.target}'"
     return getattr(node.target, "__name__", str(node.target))
 
 
