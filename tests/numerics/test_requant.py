@@ -228,7 +228,8 @@ def test_round_significant_is_nearest_with_few_bits(v, bits):
 
     r = round_significant(v, bits)
     k = max(0, abs(v).bit_length() - bits)
-    assert r % (1 << k) == 0 and abs(r) >> k <= (1 << bits)  # bits significant bits (a carry may reach 2^bits)
+    # a multiple of 2^k with `bits` significant bits (a carry may reach exactly 2^bits)
+    assert r % (1 << k) == 0 and abs(r) >> k <= (1 << bits)
     assert abs(r - v) <= (1 << k) // 2  # the nearest multiple of 2^k
     if bits <= 24 and abs(r) < 2**100:
         assert int(np.float32(r)) == r  # exact in float32

@@ -112,21 +112,22 @@ def f2t(
     acc_bits: int = 64,
     mul_bits: int = 32,
     *,
-    add_bits: int | None = None,
+    significant_bits: int | None = None,
 ) -> TQNetwork:
     """Fake-to-true conversion of a trained FQ network (F2F output, QAT started).
 
     BatchNorm is read in eval mode (running statistics). ``dtype`` is the float format of
-    the conversion arithmetic (DESIGN §3.9); ``acc_bits``/``mul_bits``/``add_bits`` bound
-    the requantisation integers (:class:`~.fold.F2TOptions`). ``example_input`` (float)
-    fixes the shapes. Raises :class:`~.epsprop.F2TError` naming the node it cannot convert.
+    the conversion arithmetic (DESIGN §3.9); ``acc_bits``/``mul_bits`` bound the
+    requantisation integers; ``significant_bits=24`` makes every integer constant exact in
+    float32, as ONNX files carry them (:class:`~.fold.F2TOptions`). ``example_input``
+    (float) fixes the shapes. Raises :class:`~.epsprop.F2TError` naming the node it cannot convert.
     """
     if not isinstance(fq_model, fx.GraphModule):
         raise F2TError(f"F2T needs the fx.GraphModule that f2f returns, got "
                        f"{type(fq_model).__name__}")
     _check_started(fq_model)
     propagate_shapes(fq_model, example_input)
-    opts = F2TOptions(dtype, acc_bits, mul_bits, add_bits)
+    opts = F2TOptions(dtype, acc_bits, mul_bits, significant_bits)
     with torch.no_grad():
         return _Converter(fq_model, opts).run()
 
@@ -294,7 +295,10 @@ class _Converter:
         s = self._linear_input(node)
         w, dtype = m.int_weight(), self.opts.dtype
         eps = linear_eps(s.eps, to_dtype(m.weight_eps, dtype))
-        b = None if m.bias is None else integer_bias(m.bias, eps, dtype)
+        if not bool(torch.all(torch.isfinite(eps) & (eps > 0))):
+            raise node_error(node.name, _what(self.gm, node), f"ε_x·ε_w underflows or "
+                             f"overflows in {dtype}; convert in a wider float format")
+        b = None if m.bias is None else integer_bias(m.bias, eps, self.opts)
         bound = linear_bound(w, s.bound, b)
         check_accumulator(bound, self.opts, f"node '{node.name}'")
         eps_w = to_dtype(m.weight_eps, dtype)

@@ -24,16 +24,16 @@ FLOAT64_EXACT = 2**53
 class F2TOptions:
     """Conversion arithmetic: float format, accumulator and multiplier widths.
 
-    ``add_bits`` (None: no limit beyond ``acc_bits``) additionally keeps every
-    requantisation ``add`` within a signed ``add_bits`` integer, by lowering the shift;
-    with ``mul_bits = add_bits = 25`` every constant is exact in float32, as the ONNX
-    exporters carry them.
+    ``significant_bits`` (None: exact integers, no limit) rounds every requantisation
+    ``mul`` and ``add`` and every bias to that many significant bits (round half up): with
+    24 each is exactly representable in float32, as the ONNX exporters carry integers.
+    The relative change is at most 2^-24, far below the rounding of ``mul`` itself.
     """
 
     dtype: torch.dtype = torch.float64
     acc_bits: int = 64
     mul_bits: int = 32
-    add_bits: int | None = None
+    significant_bits: int | None = None
 
 
 def to_dtype(t, dtype: torch.dtype) -> torch.Tensor:
@@ -51,10 +51,14 @@ def bn_fold(bn: nn.Module, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tens
     return gamma_hat, beta - mean * gamma_hat
 
 
-def integer_bias(bias: torch.Tensor, eps_acc: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """b̂ = round_half_up(b / (ε_x·ε_w)), int64 (DESIGN §3.2)."""
-    real = (to_dtype(bias, dtype) / eps_acc).to(torch.float64).numpy()
-    return torch.from_numpy(round_half_up(real).astype(np.int64))
+def integer_bias(bias: torch.Tensor, eps_acc: torch.Tensor, opts: F2TOptions) -> torch.Tensor:
+    """b̂ = round_half_up(b / (ε_x·ε_w)), int64 (DESIGN §3.2), to ``significant_bits``."""
+    real = (to_dtype(bias, opts.dtype) / eps_acc).to(torch.float64).numpy()
+    if not np.all(np.abs(real) < 2.0**62):
+        raise IntegerOverflowError(f"bias / (ε_x·ε_w) is not a representable integer in "
+                                   f"{opts.dtype}: {real}")
+    b = round_half_up(real).astype(np.int64)
+    return torch.from_numpy(significant(b, opts.significant_bits))
 
 
 def linear_bound(w_int: torch.Tensor, x_bound: int, b_int: torch.Tensor | None) -> int:
@@ -79,6 +83,34 @@ def check_accumulator(bound: int, opts: F2TOptions, where: str) -> None:
         )
 
 
+def round_significant(v: int, bits: int) -> int:
+    """``v`` rounded half up to ``bits`` significant bits (a float with a ``bits``-bit
+    significand holds the result exactly)."""
+    v = int(v)
+    drop = abs(v).bit_length() - bits
+    if drop <= 0:
+        return v
+    return ((v + (1 << (drop - 1))) >> drop) << drop
+
+
+_round_significant = np.frompyfunc(round_significant, 2, 1)
+
+
+def significant(a, bits: int | None) -> np.ndarray:
+    """Integer array ``a`` (int64) with every element rounded to ``bits`` significant bits."""
+    a = np.asarray(a, dtype=np.int64)
+    if bits is None:
+        return a
+    return _round_significant(a.astype(object), bits).astype(np.int64)
+
+
+def _fits(p: RequantParams, acc_bound: int, opts: F2TOptions) -> bool:
+    max_mul = int(np.max(np.abs(p.mul.astype(object))))
+    max_add = int(np.max(np.abs(p.add.astype(object))))
+    return (max_mul <= 2 ** (opts.mul_bits - 1) - 1
+            and acc_bound * max_mul + max_add <= 2 ** (opts.acc_bits - 1) - 1)
+
+
 def requant_params(
     real_mul: torch.Tensor,
     real_add: torch.Tensor,
@@ -92,21 +124,24 @@ def requant_params(
 
     The shift d is :func:`~edgeq.numerics.choose_shift`'s (largest d keeping ``mul``
     within ``mul_bits`` and ``acc·mul + add`` within ``acc_bits`` for |acc| <=
-    ``acc_bound``), lowered further while ``add`` exceeds ``opts.add_bits``.
+    ``acc_bound``). With ``opts.significant_bits``, ``mul`` and ``add`` are then rounded
+    to that many significant bits, and d lowered while the bounds no longer hold.
     """
     m = real_mul.to(torch.float64).numpy()
     a = real_add.to(torch.float64).numpy()
     if not (np.all(np.isfinite(m)) and np.all(np.isfinite(a))):
-        raise IntegerOverflowError(f"{where}: the requantisation scale is not finite")
+        raise IntegerOverflowError(f"{where}: the requantisation scale is not finite in "
+                                   f"{opts.dtype} (overflow or division by an underflowed ε)")
     d = choose_shift(m, acc_bound, a, opts.mul_bits, opts.acc_bits, where=where)
-    while True:
-        p = make_requant(m, a, acc_bound, lo, hi, shift=d, mul_bits=opts.mul_bits,
+    for shift in range(d, 0, -1):
+        p = make_requant(m, a, acc_bound, lo, hi, shift=shift, mul_bits=opts.mul_bits,
                          acc_bits=opts.acc_bits, where=where)
-        if opts.add_bits is None or int(np.max(np.abs(p.add))) < 2 ** (opts.add_bits - 1):
+        bits = opts.significant_bits
+        p = RequantParams(significant(p.mul, bits), significant(p.add, bits), p.shift, lo, hi)
+        if _fits(p, acc_bound, opts):
             return p
-        if d == 1:
-            raise IntegerOverflowError(f"{where}: add does not fit {opts.add_bits} bits")
-        d -= 1
+    raise IntegerOverflowError(f"{where}: no shift keeps the rounded constants within "
+                               f"{opts.mul_bits}/{opts.acc_bits} bits")
 
 
 def activation_bounds(kind: str, lo: int, hi: int, eps_out: torch.Tensor) -> tuple[int, int]:
