@@ -18,7 +18,8 @@ Defaults: ``mul_bits=32``, ``acc_bits=64`` (the reference backend); an export fo
 32-bit target passes ``acc_bits=32``. With ``significant_bits=B`` the bounds are checked
 on ``mul`` and ``add`` after rounding them to B significant bits (see
 :func:`round_significant`): B=24 makes them exact in float32 carriers at full shift.
-If no ``d >= 1`` satisfies both, the layer cannot be requantised at that width and :class:`~edgeq.errors.IntegerOverflowError` says why.
+If no ``d >= 1`` satisfies both, the layer cannot be requantised at that width and
+:class:`~edgeq.errors.IntegerOverflowError` says why.
 """
 
 from __future__ import annotations
