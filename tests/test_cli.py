@@ -165,46 +165,6 @@ def test_inspect_dronet_shows_the_integer_ops(capsys, dronet_dir):
     assert first.split()[-1] == f"{32 * 100 * 100 * 25:,}"
 
 
-# -- demo ------------------------------------------------------------------------------------------
-
-
-def test_demo(capsys, tmp_path):
-    code, out, _ = run_cli(capsys, "demo", "--out", tmp_path / "d")
-    assert code == 0
-    assert (tmp_path / "d" / "demo.onnx").is_file() and (tmp_path / "d" / "input.npy").is_file()
-    assert "Gemm" in out and "MaxPool" in out
-    diff_line = next(line for line in out.splitlines() if line.startswith("max abs difference"))
-    assert float(diff_line.rsplit(":", 1)[1]) < 1e-4
-
-
-def test_demo_files_run_like_onnxruntime(capsys, tmp_path):
-    # independent check: the saved demo model under onnxruntime vs `edgeq run` on it
-    ort = pytest.importorskip("onnxruntime")
-    assert main(["demo", "--out", str(tmp_path)]) == 0
-    model, x = tmp_path / "demo.onnx", np.load(tmp_path / "input.npy")
-    expected = ort.InferenceSession(str(model)).run(["y"], {"x": x})[0]
-    code, _, _ = run_cli(
-        capsys, "run", model, "-i", f"x={tmp_path / 'input.npy'}", "--out", tmp_path / "y.npz"
-    )
-    assert code == 0
-    with np.load(tmp_path / "y.npz") as data:
-        np.testing.assert_allclose(data["y"], expected, rtol=1e-5, atol=1e-5)
-
-
-def test_demo_model_is_deterministic():
-    from edgeq.engine.demo import build_model
-
-    assert build_model(0).SerializeToString() == build_model(0).SerializeToString()
-    assert build_model(0).SerializeToString() != build_model(1).SerializeToString()
-
-
-def test_demo_unwritable_directory(capsys, tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    code, _, err = run_cli(capsys, "demo", "--out", blocker / "sub")
-    assert code == 1 and err.startswith("error: ")
-
-
 # -- usage -----------------------------------------------------------------------------------------
 
 

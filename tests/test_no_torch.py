@@ -6,16 +6,22 @@ import sys
 IMPORTS = """
 import sys
 import edgeq.engine, edgeq.numerics, edgeq.cli
-import edgeq.engine.analysis, edgeq.engine.tensor_io, edgeq.engine.demo
+import edgeq.engine.analysis, edgeq.engine.tensor_io, edgeq.engine.onnx.exporter
 """
 
 RUN = """
-import contextlib, io, onnx, sys
+import contextlib, io, numpy as np, onnx, sys
+from onnx import TensorProto, helper, numpy_helper
 from edgeq.cli import main
-from edgeq.engine.demo import build_model
-onnx.save(build_model(0), sys.argv[1])
+w = numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w")
+nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
+graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+    [1, 1, 5, 5])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), sys.argv[1])
+np.save(sys.argv[2], np.ones((1, 1, 5, 5), np.float32))
 with contextlib.redirect_stdout(io.StringIO()):
     assert main(["inspect", sys.argv[1]]) == 0
+    assert main(["run", sys.argv[1], "--input", "x=" + sys.argv[2]]) == 0
 """
 
 REPORT = """
@@ -36,4 +42,5 @@ def test_engine_numerics_cli_import_no_torch():
 
 
 def test_loading_and_inspecting_a_model_imports_no_torch(tmp_path):
-    assert torch_modules_after(IMPORTS + RUN, str(tmp_path / "m.onnx")) == ""
+    args = str(tmp_path / "m.onnx"), str(tmp_path / "x.npy")
+    assert torch_modules_after(IMPORTS + RUN, *args) == ""

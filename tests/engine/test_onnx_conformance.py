@@ -38,6 +38,8 @@ INCLUDED = [
     r"test_mul(_.*)?",
     r"test_div(_.*)?",
     r"test_floor.*",
+    r"test_abs",
+    r"test_neg.*",
     r"test_concat_.*",
     r"test_softmax_(axis_\d|default_axis|example|large_number|negative_axis).*",
     r"test_flatten_.*",

@@ -26,7 +26,7 @@ from edgeq.lab.training import accuracy, predict, train
 
 RESULT_FILES = ("summary.json", "table.txt")
 FQ_STATE = "fq_state.pt"
-FLOAT32_EXACT_BITS = 25  # |v| <= 2^24: every such integer is exact in float32
+FLOAT32_SIGNIFICAND = 24  # integers of 24 significant bits are exact in float32
 
 
 @dataclass
@@ -97,8 +97,8 @@ def run_seed(config: PipelineConfig, seed: int, out: Path, progress: bool = True
     fq_acc = accuracy(predict(fq, x_test), y_test)
     _export_float(fq, x_test[:1], out / "model_fq.onnx")
 
-    # Constants within 25 signed bits are exact in the float32 carriers of the ONNX file.
-    tq = f2t(fq, x_test[:1], mul_bits=FLOAT32_EXACT_BITS, add_bits=FLOAT32_EXACT_BITS)
+    # 24 significant bits: every constant is exact in the float32 carriers of the ONNX file.
+    tq = f2t(fq, x_test[:1], significant_bits=FLOAT32_SIGNIFICAND)
     tq_out = tq(tq.quantise_input(x_test))
     tq_acc = accuracy(tq.dequantise(tq_out), y_test)  # ε may differ per class
     graph = tq.to_ir()
@@ -163,7 +163,7 @@ def fidelity_of_run(run_dir: str | Path, split: str = "test"):
     config = PipelineConfig.load(cfg_path)
     fq = rebuild_fq(config, run / FQ_STATE)
     x, y = load_digits_splits(config.dataset.seed).split(split)
-    tq = f2t(fq, x[:1], mul_bits=FLOAT32_EXACT_BITS, add_bits=FLOAT32_EXACT_BITS)
+    tq = f2t(fq, x[:1], significant_bits=FLOAT32_SIGNIFICAND)
     return fidelity_report(fq, tq, (x, y))
 
 
@@ -179,7 +179,8 @@ def _export_float(model: torch.nn.Module, example: torch.Tensor, path: Path) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"])
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
 
 
 # -- summary ------------------------------------------------------------------------------

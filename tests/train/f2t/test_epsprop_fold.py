@@ -27,6 +27,7 @@ from edgeq.train.f2t.fold import (
     integer_bias,
     linear_bound,
     requant_params,
+    round_significant,
 )
 from edgeq.train.f2t.tq import IntLinear, RequantShift
 from edgeq.train.modules import quant_modules
@@ -85,9 +86,12 @@ def test_requant_reals_by_hand():
 
 
 def test_integer_bias_rounds_half_up():
-    b = integer_bias(torch.tensor([1.25, -1.25, 0.74, 0.0]), t(0.5), F64)
+    b = integer_bias(torch.tensor([1.25, -1.25, 0.74, 0.0]), t(0.5), F2TOptions())
     assert b.tolist() == [3, -2, 1, 0]  # 2.5 -> 3, -2.5 -> -2, 1.48 -> 1
     assert b.dtype == torch.int64
+    # 2^25 + 3 to 24 significant bits: the lowest two bits go, rounding half up
+    big = integer_bias(torch.tensor([2.0**25 + 3]), t(1.0), F2TOptions(significant_bits=24))
+    assert big.tolist() == [2**25 + 4]
 
 
 def test_linear_bound_and_its_checks():
@@ -109,13 +113,25 @@ def test_activation_bounds():
     assert activation_bounds("relu6", 0, 255, t(0.01)) == (0, 255)
 
 
-def test_requant_params_round_half_up_and_add_bits():
+def test_round_significant():
+    assert round_significant(0b1011_0111, 4) == 0b1011_0000  # 1011|0111: below half, down
+    assert round_significant(0b1011_1000, 4) == 0b1100_0000  # 1011|1000: half goes up
+    assert round_significant(0b1011_0111, 8) == 0b1011_0111
+    assert round_significant(-0b1011_1000, 4) == -0b1011_0000  # −184 -> −176 (half up)
+    assert round_significant(2**24 - 1, 24) == 2**24 - 1
+
+
+def test_requant_params_round_half_up_and_significant_bits():
     p = requant_params(t(0.5), t(0.25), 100, 0, 255, F2TOptions(), "n")
     acc = np.arange(-8, 9)
     y = np.clip((acc * p.mul + p.add) >> p.shift, 0, 255)
     np.testing.assert_array_equal(y, np.clip(np.floor(acc * 0.5 + 0.25 + 0.5), 0, 255))
-    small = requant_params(t(0.5), t(1000.0), 100, 0, 255, F2TOptions(add_bits=16), "n")
-    assert abs(int(small.add)) < 2**15 and small.shift < p.shift
+    mul = t(0.1234567891, 0.3)
+    q = requant_params(mul, t(1000.7), 100, 0, 255, F2TOptions(significant_bits=24), "n")
+    for v in [*q.mul.ravel(), *np.ravel(q.add)]:
+        assert float(np.float32(v)) == int(v)  # exact in float32
+    # the relative change of mul stays ~2^-24
+    np.testing.assert_allclose(q.mul / 2.0**q.shift, mul.numpy(), rtol=2e-7)
 
 
 def _tiny_model():

@@ -8,6 +8,7 @@ import torch
 
 from edgeq.engine.backends.reference.executor import run_graph
 from edgeq.engine.model import Model
+from edgeq.errors import EdgeqError
 from edgeq.train.f2t import TQNetwork, f2t, fidelity_report
 from edgeq.train.f2t.tq import IntHarmonisedAdd, IntSumPool, RequantShift
 from tests.train.f2t.families import DIGITS_FAMILIES, family, mobilenet
@@ -48,10 +49,11 @@ def test_tq_equals_engine_bit_for_bit(name):
         _assert_engine_equal(tq, x_int)
 
 
+@pytest.mark.parametrize("opts", [{}, {"significant_bits": 24}], ids=["exact", "float32"])
 @pytest.mark.parametrize("name", FAMILIES)
-def test_fq_vs_tq_within_one_lsb(name):
+def test_fq_vs_tq_within_one_lsb(name, opts):
     gm, example, data = family(name)
-    tq = f2t(gm, example)
+    tq = f2t(gm, example, **opts)
     report = fidelity_report(gm, tq, data)
     assert report.input.max_lsb == 0  # the float64 input rule agrees with the FQ quantiser
     assert len(report.layers) == sum(isinstance(op, RequantShift) and "." not in op.op_name
@@ -79,6 +81,13 @@ def test_structure_of_the_resnet_program():
     k = pool.kernel[0] * pool.kernel[1]
     assert float(after.eps) == float(before.eps) / k and after.range is None
     assert tq.output_eps.shape == (10,)  # per-channel classifier weights
+
+
+def test_float16_conversion_arithmetic_fails_loudly():
+    """MobileNet's classifier scale ε_x·ε_w ≈ 1e-8 is below float16's range."""
+    gm, example, _ = family("mobilenet")
+    with pytest.raises(EdgeqError, match=r"node 'fc'.*float16"):
+        f2t(gm, example, dtype=torch.float16)
 
 
 def test_mobilenet_width_1_bit_exact():

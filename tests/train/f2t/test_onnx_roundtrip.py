@@ -1,7 +1,7 @@
 """TQ -> to_ir() -> export_onnx (both dialects) -> edgeq.engine.load: bit for bit.
 
 ONNX files carry integers in float32, so the conversion keeps every requantisation
-constant float32-exact (``mul_bits = add_bits = 25``).
+constant float32-exact (``significant_bits=24``), at no cost in fidelity.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ exporter = pytest.importorskip("edgeq.engine.onnx.exporter")
 @pytest.mark.parametrize("name", [*DIGITS_FAMILIES, "mobilenet"])
 def test_onnx_round_trip(tmp_path, name, dialect):
     gm, example, (x, _) = family(name)
-    tq = f2t(gm, example, mul_bits=25, add_bits=25)
+    tq = f2t(gm, example, significant_bits=24)
     x_int = tq.quantise_input(x[:8])
     path = tmp_path / f"{name}.onnx"
     exporter.export_onnx(tq.to_ir(), path, dialect=dialect)
@@ -31,7 +31,7 @@ def test_onnx_round_trip(tmp_path, name, dialect):
 
 
 def test_default_widths_are_not_float32_exact(tmp_path):
-    """With 32-bit multipliers the exporter refuses (it would round): said, not hidden."""
+    """Exact 32-bit multipliers do not fit float32: the exporter refuses, not rounds."""
     gm, example, _ = family("digits_cnn")
     with pytest.raises(IntegerOverflowError, match="float32"):
         exporter.export_onnx(f2t(gm, example).to_ir(), tmp_path / "m.onnx")

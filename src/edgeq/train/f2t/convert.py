@@ -298,7 +298,7 @@ class _Converter:
         if not bool(torch.all(torch.isfinite(eps) & (eps > 0))):
             raise node_error(node.name, _what(self.gm, node), f"ε_x·ε_w underflows or "
                              f"overflows in {dtype}; convert in a wider float format")
-        b = None if m.bias is None else integer_bias(m.bias, eps, self.opts)
+        b = None if m.bias is None else integer_bias(m.bias, eps, self.opts, f"node '{node.name}'")
         bound = linear_bound(w, s.bound, b)
         check_accumulator(bound, self.opts, f"node '{node.name}'")
         eps_w = to_dtype(m.weight_eps, dtype)

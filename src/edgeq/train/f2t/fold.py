@@ -51,12 +51,13 @@ def bn_fold(bn: nn.Module, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tens
     return gamma_hat, beta - mean * gamma_hat
 
 
-def integer_bias(bias: torch.Tensor, eps_acc: torch.Tensor, opts: F2TOptions) -> torch.Tensor:
+def integer_bias(bias: torch.Tensor, eps_acc: torch.Tensor, opts: F2TOptions,
+                 where: str = "bias") -> torch.Tensor:
     """b̂ = round_half_up(b / (ε_x·ε_w)), int64 (DESIGN §3.2), to ``significant_bits``."""
     real = (to_dtype(bias, opts.dtype) / eps_acc).to(torch.float64).numpy()
     if not np.all(np.abs(real) < 2.0**62):
-        raise IntegerOverflowError(f"bias / (ε_x·ε_w) is not a representable integer in "
-                                   f"{opts.dtype}: {real}")
+        raise IntegerOverflowError(f"{where}: bias / (ε_x·ε_w) is not a representable "
+                                   f"integer in {opts.dtype}")
     b = round_half_up(real).astype(np.int64)
     return torch.from_numpy(significant(b, opts.significant_bits))
 
@@ -101,7 +102,7 @@ def significant(a, bits: int | None) -> np.ndarray:
     a = np.asarray(a, dtype=np.int64)
     if bits is None:
         return a
-    return _round_significant(a.astype(object), bits).astype(np.int64)
+    return np.asarray(_round_significant(a.astype(object), bits), dtype=object).astype(np.int64)
 
 
 def _fits(p: RequantParams, acc_bound: int, opts: F2TOptions) -> bool:

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeq.engine.backends.reference.elementwise import add, div, floor, mul, sub
+from edgeq.engine.backends.reference.elementwise import abs_, add, div, floor, mul, neg, sub
 from edgeq.errors import IntegerOverflowError
 from tests.engine.backends.reference.ort_helpers import check_against_ort, run_ort
 
 SHAPES = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (2, 2))]
-KERNELS = {"Add": add, "Sub": sub, "Mul": mul, "Div": div}
+KERNELS = {"Add": add, "Sub": sub, "Mul": mul, "Div": div, "Abs": abs_, "Neg": neg}
 
 
 @pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
@@ -116,3 +116,21 @@ def test_mixed_int_float_computes_in_the_float_dtype():
     y = add(np.array([1, 2], np.int8), np.array([0.5, 0.25], np.float32))
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y, [1.5, 2.25])
+
+
+@pytest.mark.parametrize("op", ["Abs", "Neg"])
+@pytest.mark.parametrize("dtype", [np.float32, np.int8, np.int32, np.int64])
+def test_abs_neg_match_ort(op, dtype):
+    x = np.random.default_rng(3).integers(-100, 100, (3, 7)).astype(dtype)
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        x = x / np.float32(7.0)
+    expected = run_ort(op, [x], opset=14)[0]
+    got = KERNELS[op](x)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("op", ["Abs", "Neg"])
+def test_abs_neg_refuse_to_wrap(op):
+    with pytest.raises(IntegerOverflowError):
+        KERNELS[op](np.array([-128, 5], np.int8))

@@ -110,3 +110,26 @@ def floor(x, **extra):
     """
     reject_unknown("Floor", extra)
     return x if np.issubdtype(x.dtype, np.integer) else np.floor(x)
+
+
+def _unary_int_checked(op: str, x: np.ndarray, fn) -> np.ndarray:
+    signed = np.issubdtype(x.dtype, np.signedinteger)
+    if signed and x.size and int(x.min()) == np.iinfo(x.dtype).min:
+        raise IntegerOverflowError(f"{op}: {x.dtype} minimum has no {x.dtype} negation")
+    return fn(x)
+
+
+@register("Abs")
+def abs_(x, **extra):
+    """ONNX Abs. Integer: exact, same dtype; the signed minimum (no positive counterpart)
+    raises IntegerOverflowError instead of wrapping. Float: IEEE, exact, no rounding."""
+    reject_unknown("Abs", extra)
+    return _unary_int_checked("Abs", x, np.abs)
+
+
+@register("Neg")
+def neg(x, **extra):
+    """ONNX Neg. Integer: exact, same dtype; the signed minimum raises IntegerOverflowError
+    instead of wrapping. Float: IEEE, exact, no rounding."""
+    reject_unknown("Neg", extra)
+    return _unary_int_checked("Neg", x, np.negative)
