@@ -27,7 +27,6 @@ from edgeq.train.f2t.fold import (
     integer_bias,
     linear_bound,
     requant_params,
-    round_significant,
 )
 from edgeq.train.f2t.tq import IntLinear, RequantShift
 from edgeq.train.modules import quant_modules
@@ -111,14 +110,6 @@ def test_activation_bounds():
     assert activation_bounds("relu", -128, 127, t(0.1)) == (0, 127)
     assert activation_bounds("relu6", 0, 255, t(0.05)) == (0, 120)  # ⌊6/0.05 + ½⌋
     assert activation_bounds("relu6", 0, 255, t(0.01)) == (0, 255)
-
-
-def test_round_significant():
-    assert round_significant(0b1011_0111, 4) == 0b1011_0000  # 1011|0111: below half, down
-    assert round_significant(0b1011_1000, 4) == 0b1100_0000  # 1011|1000: half goes up
-    assert round_significant(0b1011_0111, 8) == 0b1011_0111
-    assert round_significant(-0b1011_1000, 4) == -0b1011_0000  # −184 -> −176 (half up)
-    assert round_significant(2**24 - 1, 24) == 2**24 - 1
 
 
 def test_requant_params_round_half_up_and_significant_bits():

@@ -10,7 +10,7 @@ from edgeq.engine.backends.reference.executor import run_graph
 from edgeq.engine.model import Model
 from edgeq.errors import EdgeqError
 from edgeq.train.f2t import TQNetwork, f2t, fidelity_report
-from edgeq.train.f2t.tq import IntHarmonisedAdd, IntSumPool, RequantShift
+from edgeq.train.f2t.tq import IntConcat, IntHarmonisedAdd, IntSumPool, RequantShift
 from tests.train.f2t.families import DIGITS_FAMILIES, family, mobilenet
 
 FAMILIES = (*DIGITS_FAMILIES, "mobilenet")
@@ -56,9 +56,12 @@ def test_fq_vs_tq_within_one_lsb(name, opts):
     tq = f2t(gm, example, **opts)
     report = fidelity_report(gm, tq, data)
     assert report.input.max_lsb == 0  # the float64 input rule agrees with the FQ quantiser
-    assert len(report.layers) == sum(isinstance(op, RequantShift) and "." not in op.op_name
-                                     for op in tq.ops) + sum(
-        isinstance(op, IntHarmonisedAdd) or type(op).__name__ == "IntConcat" for op in tq.ops)
+    # one row per RequantShift plus one per harmonised op and per input it did not requantise
+    harmonised = [op for op in tq.ops if isinstance(op, (IntHarmonisedAdd, IntConcat))]
+    skipped = sum(not name.startswith(f"{op.op_name}.in") for op in harmonised
+                  for name in op.inputs)
+    requants = sum(isinstance(op, RequantShift) for op in tq.ops)
+    assert len(report.layers) == requants + len(harmonised) + skipped
     for layer in report.layers:
         assert layer.max_lsb <= 1, report.format()
         assert layer.frac_differ < 1e-3, report.format()

@@ -165,6 +165,7 @@ class _Converter:
         self.ops: list[IntOp] = []
         self.values: dict[str, ValueInfo] = {}
         self.quantiser_values: dict[str, str] = {}
+        self.harmonised_inputs: dict[str, list[str]] = {}
         self.input_name: str | None = None
         self.input_rule: InputRule | None = None
         self.output_name: str | None = None
@@ -178,7 +179,8 @@ class _Converter:
         if self.input_rule is None:
             raise F2TError("F2T: the network input is never quantised (no input quantiser)")
         return TQNetwork(self.ops, self.input_name, self.output_name, self.input_rule,
-                         self.values, self.quantiser_values, type(self.gm).__name__)
+                         self.values, self.quantiser_values, type(self.gm).__name__,
+                         self.harmonised_inputs)
 
     def _visit(self, node: fx.Node) -> State | None:
         if node.op == "placeholder":
@@ -375,6 +377,7 @@ class _Converter:
             raise node_error(node.name, what, "its inputs are not on the output ε and range "
                              "(the scales cannot be harmonised)")
         names = [self._onto(node, i, eps_out, r) for i in range(len(node.args))]
+        self.harmonised_inputs[node.name] = names
         if isinstance(m, HarmonisedAdd):
             op = IntHarmonisedAdd(node.name, names, node.name, r.lo, r.hi)
         else:

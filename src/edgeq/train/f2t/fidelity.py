@@ -1,6 +1,9 @@
 """How far the TQ network is from the FQ network it came from, layer by layer.
 
-For every FQ quantiser output x̃ (fx node) and the TQ value holding the same integers q:
+For every FQ quantiser output x̃ and the TQ value holding the same integers q — every
+quantised activation, every harmonised add/concat, and every input quantiser of those
+(rows ``<node>.in<i>``, the TQ RequantShift onto the shared ε, or the input as it is when
+no requantisation was needed):
 
 * ``max_lsb`` = max |q − round(x̃/ε)| (in LSB: integer steps of that quantiser), and
 * ``frac_differ`` = fraction of elements where q ≠ round(x̃/ε);
@@ -152,11 +155,9 @@ def fidelity_report(fq_model: fx.GraphModule, tq: TQNetwork, data,
     """Compare ``fq_model`` (eval mode) and ``tq`` on ``data`` (see :func:`_batches`)."""
     if metric not in METRICS:
         raise ConfigError(f"fidelity metric must be one of {list(METRICS)}, got {metric!r}")
-    names = tq.quantiser_values
-    input_node = next(k for k, v in names.items() if v == tq.input_name)
+    input_node = next(k for k, v in tq.quantiser_values.items() if v == tq.input_name)
     report = FidelityReport(metric, LayerFidelity("input", tq.input_name, tq.input_quant.eps))
-    report.layers = [LayerFidelity(k, v, float(tq.values[v].eps))
-                     for k, v in names.items() if v != tq.input_name]
+    report.layers = _layers(tq)
     modes = {m: m.training for m in fq_model.modules()}
     fq_model.eval()
     try:
@@ -168,9 +169,39 @@ def fidelity_report(fq_model: fx.GraphModule, tq: TQNetwork, data,
     return report
 
 
+def _layers(tq: TQNetwork) -> list[LayerFidelity]:
+    """One row per quantiser, in graph order; a harmonised op's inputs before it."""
+    rows = []
+    for node, value in tq.quantiser_values.items():
+        if value == tq.input_name:
+            continue
+        for i, v in enumerate(tq.harmonised_inputs.get(node, ())):
+            rows.append(LayerFidelity(f"{node}.in{i}", v, float(tq.values[v].eps)))
+        rows.append(LayerFidelity(node, value, float(tq.values[value].eps)))
+    return rows
+
+
+def _input_quantiser_hooks(fq_model: fx.GraphModule, tq: TQNetwork, seen: dict) -> list:
+    """Forward hooks recording the outputs of harmonised ops' input quantisers."""
+    targets = {n.name: n.target for n in fq_model.graph.nodes if n.op == "call_module"}
+    handles = []
+    for node in tq.harmonised_inputs:
+        module = fq_model.get_submodule(targets[node])
+        for i, q in enumerate(module.in_quantisers):
+            def hook(_m, _args, out, key=f"{node}.in{i}"):
+                seen[key] = out
+            handles.append(q.register_forward_hook(hook))
+    return handles
+
+
 def _compare_batch(fq_model, tq: TQNetwork, x, y, input_node: str, report) -> None:
     rec = _Recorder(fq_model, set(tq.quantiser_values))
-    fq_out = rec.run(x)
+    handles = _input_quantiser_hooks(fq_model, tq, rec.seen)
+    try:
+        fq_out = rec.run(x)
+    finally:
+        for h in handles:
+            h.remove()
     x_fq = rec.seen[input_node]
     report.input.update(x_fq, tq.quantise_input(x))
     x_int = torch.round(x_fq.to(torch.float64) / tq.input_quant.eps)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from edgeq.errors import IntegerOverflowError
-from edgeq.numerics import RequantParams, choose_shift, make_requant, round_half_up
+from edgeq.numerics import RequantParams, make_requant, round_half_up, round_significant
 
 #: Integers below this magnitude are exact in float64: the float64 conv/linear bound.
 FLOAT64_EXACT = 2**53
@@ -84,32 +84,13 @@ def check_accumulator(bound: int, opts: F2TOptions, where: str) -> None:
         )
 
 
-def round_significant(v: int, bits: int) -> int:
-    """``v`` rounded half up to ``bits`` significant bits (a float with a ``bits``-bit
-    significand holds the result exactly)."""
-    v = int(v)
-    drop = abs(v).bit_length() - bits
-    if drop <= 0:
-        return v
-    return ((v + (1 << (drop - 1))) >> drop) << drop
-
-
-_round_significant = np.frompyfunc(round_significant, 2, 1)
-
-
 def significant(a, bits: int | None) -> np.ndarray:
-    """Integer array ``a`` (int64) with every element rounded to ``bits`` significant bits."""
+    """Integer array ``a`` (int64), each element rounded to ``bits`` significant bits."""
     a = np.asarray(a, dtype=np.int64)
     if bits is None:
         return a
-    return np.asarray(_round_significant(a.astype(object), bits), dtype=object).astype(np.int64)
-
-
-def _fits(p: RequantParams, acc_bound: int, opts: F2TOptions) -> bool:
-    max_mul = int(np.max(np.abs(p.mul.astype(object))))
-    max_add = int(np.max(np.abs(p.add.astype(object))))
-    return (max_mul <= 2 ** (opts.mul_bits - 1) - 1
-            and acc_bound * max_mul + max_add <= 2 ** (opts.acc_bits - 1) - 1)
+    rounded = np.frompyfunc(lambda v: round_significant(v, bits), 1, 1)(a.astype(object))
+    return np.asarray(rounded, dtype=object).astype(np.int64)
 
 
 def requant_params(
@@ -123,26 +104,18 @@ def requant_params(
 ) -> RequantParams:
     """Integer RequantShift approximating ``clip(round_half_up(acc·real_mul + real_add))``.
 
-    The shift d is :func:`~edgeq.numerics.choose_shift`'s (largest d keeping ``mul``
+    The shift d is :func:`~edgeq.numerics.choose_shift`'s: the largest d keeping ``mul``
     within ``mul_bits`` and ``acc·mul + add`` within ``acc_bits`` for |acc| <=
-    ``acc_bound``). With ``opts.significant_bits``, ``mul`` and ``add`` are then rounded
-    to that many significant bits, and d lowered while the bounds no longer hold.
+    ``acc_bound`` (checked after rounding to ``opts.significant_bits``, if set).
     """
     m = real_mul.to(torch.float64).numpy()
     a = real_add.to(torch.float64).numpy()
     if not (np.all(np.isfinite(m)) and np.all(np.isfinite(a))):
         raise IntegerOverflowError(f"{where}: the requantisation scale is not finite in "
                                    f"{opts.dtype} (overflow or division by an underflowed ε)")
-    d = choose_shift(m, acc_bound, a, opts.mul_bits, opts.acc_bits, where=where)
-    for shift in range(d, 0, -1):
-        p = make_requant(m, a, acc_bound, lo, hi, shift=shift, mul_bits=opts.mul_bits,
-                         acc_bits=opts.acc_bits, where=where)
-        bits = opts.significant_bits
-        p = RequantParams(significant(p.mul, bits), significant(p.add, bits), p.shift, lo, hi)
-        if _fits(p, acc_bound, opts):
-            return p
-    raise IntegerOverflowError(f"{where}: no shift keeps the rounded constants within "
-                               f"{opts.mul_bits}/{opts.acc_bits} bits")
+    return make_requant(m, a, acc_bound, lo, hi, mul_bits=opts.mul_bits,
+                        acc_bits=opts.acc_bits, where=where,
+                        significant_bits=opts.significant_bits)
 
 
 def activation_bounds(kind: str, lo: int, hi: int, eps_out: torch.Tensor) -> tuple[int, int]:

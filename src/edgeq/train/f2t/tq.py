@@ -187,18 +187,22 @@ class TQNetwork(nn.Module):
     """The integer program F2T builds; ``forward(x̂)`` -> int64 output (``ε·y`` is real).
 
     ``quantiser_values`` maps every FQ quantiser (fx node name) to the TQ value holding
-    the same integers; ``values`` describes every value (see :class:`ValueInfo`).
+    the same integers, ``harmonised_inputs`` every harmonised add/concat (fx node name) to
+    the values its input quantisers correspond to; ``values`` describes every value (see
+    :class:`ValueInfo`).
     """
 
     def __init__(self, ops: list[IntOp], input_name: str, output_name: str,
                  input_rule: InputRule, values: dict[str, ValueInfo],
-                 quantiser_values: dict[str, str], name: str = "tq") -> None:
+                 quantiser_values: dict[str, str], name: str = "tq",
+                 harmonised_inputs: dict[str, list[str]] | None = None) -> None:
         super().__init__()
         self.ops = nn.ModuleList(ops)
         self.input_name, self.output_name, self.name = input_name, output_name, name
         self.input_quant = input_rule
         self.values = dict(values)
         self.quantiser_values = dict(quantiser_values)
+        self.harmonised_inputs = dict(harmonised_inputs or {})
 
     @property
     def output_eps(self) -> torch.Tensor:
