@@ -94,7 +94,18 @@ backend_test.include("^(" + "|".join(INCLUDED) + ")_cpu$")
 for pattern in EXCLUDED:
     backend_test.exclude("^" + pattern + "_cpu$")
 
-globals().update(backend_test.enable_report().test_cases)
+def _only_listed_ops(cases: dict) -> dict:
+    """Drop the generated tests of ops outside the list (they would show as ~3800 skips);
+    the excluded cases of listed ops stay, skipped with their reason."""
+    selected = re.compile("^(" + "|".join(INCLUDED) + ")_cpu$")
+    for cls in cases.values():
+        for name in [n for n in vars(cls) if n.startswith("test_")]:
+            if not selected.match(name):
+                delattr(cls, name)
+    return cases
+
+
+globals().update(_only_listed_ops(backend_test.test_cases))
 
 
 def test_every_listed_op_has_cases():

@@ -231,6 +231,8 @@ def test_round_significant_is_nearest_with_few_bits(v, bits):
     # a multiple of 2^k with `bits` significant bits (a carry may reach exactly 2^bits)
     assert r % (1 << k) == 0 and abs(r) >> k <= (1 << bits)
     assert abs(r - v) <= (1 << k) // 2  # the nearest multiple of 2^k
+    if k and (v % (1 << k)) == (1 << (k - 1)):
+        assert r > v  # a tie goes up, also for negative values
     if bits <= 24 and abs(r) < 2**100:
         assert int(np.float32(r)) == r  # exact in float32
 
@@ -244,3 +246,11 @@ def test_significant_bits_keep_full_shift_and_float32_exactness():
         assert int(np.float32(v)) == int(v)
     rel = np.abs(p.mul / 2.0**p.shift - m) / m
     assert np.all(rel < 2.0**-23)
+
+
+def test_round_significant_ties_go_up():
+    from edgeq.numerics import round_significant
+
+    # -5 = -2.5 * 2^1 -> -2 * 2 = -4 (half up), 5 = 2.5 * 2 -> 3 * 2 = 6
+    assert round_significant(-5, 2) == -4 and round_significant(5, 2) == 6
+    assert round_significant(-7, 2) == -8 and round_significant(1023, 3) == 1024

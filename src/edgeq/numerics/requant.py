@@ -88,16 +88,18 @@ _exact_int = np.frompyfunc(int, 1, 1)
 
 
 def round_significant(v: int, bits: int) -> int:
-    """``v`` rounded (half up in magnitude) to ``bits`` significant bits: ``m·2^k``, |m| < 2^bits.
+    """``v`` rounded half up to ``bits`` significant bits: ``m·2^k`` with ``|m| <= 2^bits``.
 
-    Such an integer is exact in a binary float with a ``bits``-bit significand (24 for
-    float32), so an integer graph carried in float32 tensors keeps it exactly.
+    ``k = max(0, bitlen(|v|) - bits)``; ``m = floor(v/2^k + 1/2)`` (ties towards +inf, the
+    project's rounding rule). Such an integer is exact in a binary float with a
+    ``bits``-bit significand (24 for float32), so an integer graph carried in float32
+    tensors keeps it exactly.
     """
-    k = max(0, abs(int(v)).bit_length() - bits)
+    v = int(v)
+    k = max(0, abs(v).bit_length() - bits)
     if k == 0:
-        return int(v)
-    m = (abs(int(v)) + (1 << (k - 1))) >> k
-    return (m << k) if v >= 0 else -(m << k)
+        return v
+    return ((v + (1 << (k - 1))) >> k) << k  # >> floors, so this is round half up
 
 
 def _int_mul_add(real_mul, real_add, d: int, significant_bits: int | None = None):
