@@ -253,4 +253,4 @@ def test_round_significant_ties_go_up():
 
     # -5 = -2.5 * 2^1 -> -2 * 2 = -4 (half up), 5 = 2.5 * 2 -> 3 * 2 = 6
     assert round_significant(-5, 2) == -4 and round_significant(5, 2) == 6
-    assert round_significant(-7, 2) == -8 and round_significant(1023, 3) == 1024
+    assert round_significant(-7, 2) == -6 and round_significant(1023, 3) == 1024  # -3.5 -> -3
