@@ -81,14 +81,14 @@ def test_activation_bytes():
     rows = rows_by_name()
     assert rows["conv"].act_bytes == 12 * 8  # int64 accumulator
     assert rows["rq"].act_bytes == 12  # 12 values at 8 bits
-    assert rows["fc_again"].act_bytes is None  # dynamic batch
+    assert rows["fc_again"].act_bytes == 5 * 8  # per sample: the symbolic batch counts as 1
 
 
 def test_macs():
     rows = rows_by_name()
     assert rows["conv"].macs == 12 * 2 * 3 * 3  # outputs x (C_in * kH * kW)
     assert rows["fc"].macs == 5 * 12
-    assert rows["fc_again"].macs is None  # output shape not static
+    assert rows["fc_again"].macs == 5 * 12  # per sample
     assert rows["rq"].macs is None
 
 
@@ -121,5 +121,20 @@ def test_format_table_lists_rows_and_totals():
     assert len(lines) == 1 + 1 + 5 + 1 + 1  # header, rule, rows, rule, totals
     assert lines[2].split()[1:3] == ["conv", "Conv"]
     total = lines[-1].split()
-    # params 66 + 48 + 15; activations 96 + 12 + 12 + 5*8 (+ one unknown); MACs 216 + 60
-    assert total == ["total", "129", "160+?", "276"]
+    # params 66 + 48 + 15; activations 96 + 12 + 12 + 5*8 + 5*8; MACs 216 + 60 + 60 (per sample)
+    assert total == ["total", "129", "200", "336"]
+
+
+def test_symbolic_batch_counts_per_sample():
+    """[N,4,3,3] conv output of a 2x2 kernel over 2 input channels: per sample."""
+    w = np.ones((4, 2, 2, 2), np.int8)
+    values = {
+        "x": Value("x", ("N", 2, 4, 4), np.dtype(np.uint8),
+                   QuantInfo(IntRange.from_bits(8, False))),
+        "w": Value("w", w.shape, w.dtype, None, w),
+        "y": Value("y", ("N", 4, 3, 3), np.dtype(np.int64)),
+    }
+    graph = Graph([Node("Conv", "c", ["x", "w"], ["y"])], values, ["x"], ["y"])
+    (row,) = layer_table(graph)
+    assert row.act_bytes == 4 * 3 * 3 * 8  # int64 outputs of one sample
+    assert row.macs == 4 * 3 * 3 * (2 * 2 * 2)

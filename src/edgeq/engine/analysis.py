@@ -9,9 +9,11 @@ Memory accounting:
   when the constant has a :class:`~edgeq.engine.ir.QuantInfo` (``ceil(n * bits / 8)``;
   a ternary weight counts 2 bits) and at the dtype size otherwise. A constant read by
   several nodes is counted once, at its first reader, so the total is the model's size.
-- **activation bytes** are the node's outputs, counted the same way
-  (:attr:`~edgeq.engine.ir.Value.nbytes`); ``None`` when a shape is not static.
+- **activation bytes** are the node's outputs, counted the same way; ``None`` when a
+  shape is not static.
 - **MACs** (multiply-accumulates) for Conv, Gemm and MatMul; ``None`` for other ops.
+
+Activations and MACs are **per sample**: a symbolic leading (batch) dimension counts as 1.
 """
 
 from __future__ import annotations
@@ -74,9 +76,21 @@ def shape_str(shape: Shape) -> str:
 
 
 def _static_numel(shape: Shape) -> int | None:
+    """Elements per sample: a symbolic batch dimension (dim 0) counts as 1."""
+    if shape is not None and shape and not isinstance(shape[0], int):
+        shape = (1, *shape[1:])
     if shape is None or not all(isinstance(d, int) for d in shape):
         return None
     return int(np.prod(shape, dtype=np.int64))
+
+
+def _act_bytes(v: Value) -> int | None:
+    n = _static_numel(v.shape)
+    if n is None or v.dtype is None:
+        return None
+    if v.quant is not None:
+        return (n * v.quant.bits + 7) // 8
+    return n * np.dtype(v.dtype).itemsize
 
 
 # -- MACs -----------------------------------------------------------------------------------
@@ -134,7 +148,7 @@ def _row(graph: Graph, node: Node, counted: set[str]) -> LayerRow:
     consts = [v for v in ins if v.is_const]
     fresh = [v for v in consts if v.name not in counted]
     counted.update(v.name for v in fresh)
-    act = [v.nbytes for v in outs]
+    act = [_act_bytes(v) for v in outs]
     return LayerRow(
         name=node.name,
         op=node.op,
