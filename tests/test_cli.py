@@ -189,3 +189,22 @@ def test_subprocess_exit_codes_and_no_traceback(tmp_path):
     assert missing.returncode == 1
     assert missing.stderr.startswith("error: ") and "Traceback" not in missing.stderr
     assert cli("frobnicate").returncode == 2
+
+
+def test_signed_input_flag_for_quantlab_files(capsys, tmp_path):
+    """A QuantLab/DORY file fed signed data: refused by default, accepted with the flag."""
+    from onnx import helper
+
+    from tests.engine.onnx.quantlab_builder import make_model
+
+    adder = helper.make_node(
+        "Add", ["a", "a"], ["y"], in1_mul=1, in1_add=0, in1_shift=0, in1_n_levels=256,
+        in1_rq=0, in2_mul=1, in2_add=0, in2_shift=0, in2_n_levels=256, in2_rq=0, out_mul=1,
+        out_add=0, out_shift=0, out_n_levels=256, out_rq=0, out_signed=1)
+    path = tmp_path / "signed.onnx"
+    path.write_bytes(make_model([adder], [], [("a", [3])], "y", [3], 13).SerializeToString())
+    np.save(tmp_path / "a.npy", np.array([-100, 3, 100]))
+    code, _, err = run_cli(capsys, "run", path, "-i", f"a={tmp_path / 'a.npy'}")
+    assert code == 1 and "--signed-input" in err
+    code, out, _ = run_cli(capsys, "run", path, "-i", f"a={tmp_path / 'a.npy'}", "--signed-input")
+    assert code == 0 and "-128, 6, 127" in out  # 2a, clipped to the signed 8-bit output

@@ -43,10 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="channel order of multi-channel text vectors (QuantLab/DORY files use hwc)",
     )
     run.add_argument("--out", metavar="OUT.npz", help="also write the outputs to an .npz")
+    _input_range_flags(run)
     run.set_defaults(func=cmd_run)
 
     inspect = sub.add_parser("inspect", help="print the per-layer table of a model")
     inspect.add_argument("model", metavar="MODEL.onnx")
+    _input_range_flags(inspect)
     inspect.set_defaults(func=cmd_inspect)
 
     demo = sub.add_parser(
@@ -67,6 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
     report.set_defaults(func=cmd_f2t_report)
     return parser
+
+
+def _input_range_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "integer input (QuantLab/DORY files carry no input precision; default: a DORY "
+        "config*.json beside the model, else unsigned 8 bit)")
+    group.add_argument("--input-bits", type=int, metavar="B", help="input bit width")
+    group.add_argument("--signed-input", action="store_true", help="the input is signed")
+
+
+def _input_range(args: argparse.Namespace):
+    if args.input_bits is None and not args.signed_input:
+        return None
+    from edgeq.numerics import IntRange
+
+    return IntRange.from_bits(args.input_bits or 8, signed=args.signed_input)
 
 
 def _pipeline_flags(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edgeq.engine import load
     from edgeq.engine.tensor_io import load_input, write_npz
 
-    model = load(args.model)
+    model = load(args.model, input_range=_input_range(args))
     names = [i.name for i in model.inputs]
     feeds: dict[str, np.ndarray] = {}
     for spec in args.input:
@@ -127,7 +145,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from edgeq.engine import load
     from edgeq.engine.analysis import format_table, layer_table, precision_of
 
-    model = load(args.model)
+    model = load(args.model, input_range=_input_range(args))
     graph = model.graph
     print(
         f"model {args.model}: graph '{graph.name}', opset {graph.opset}, {len(graph.nodes)} nodes"

@@ -97,7 +97,8 @@ def _as_integers(name: str, x: np.ndarray, quant: QuantInfo, dtype) -> np.ndarra
     if not quant.range.contains(x):
         raise IntegralityError(
             f"input '{name}' holds values in [{x.min()}, {x.max()}], outside its range "
-            f"{quant.range}"
+            f"{quant.range} (for a QuantLab/DORY file, set the input precision: "
+            "--input-bits/--signed-input, or load(path, input_range=...))"
         )
     return x.astype(dtype)
 
