@@ -167,3 +167,44 @@ def test_float_inputs_are_quantised_by_the_input_rule():
     # x/ε = -0.5, 0.5, 1.5, 200, -200 -> half up: 0, 1, 2, clip 7, clip -8 -> relu
     np.testing.assert_array_equal(m.run({"x": x})["y"], [0, 1, 2, 7, 0])
     np.testing.assert_array_equal(m.run({"x": np.array([-3, 1, 2, 7, -8])})["y"], [0, 1, 2, 7, 0])
+
+
+def _avgpool_model(global_pool: bool, mul_factor: int):
+    """x -> AveragePool(2x2 s2) | GlobalAveragePool -> Mul(c) -> Add -> Div(16) -> Floor -> Clip."""
+    pool = (helper.make_node("GlobalAveragePool", ["x"], ["p"]) if global_pool else
+            helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2]))
+    k = 16 if global_pool else 4
+    mul = np.array([3, 5], dtype=np.float32).reshape(2, 1, 1) * mul_factor * k
+    nodes = [pool,
+             helper.make_node("Mul", ["p", "m"], ["q"], mult_bits=32),
+             helper.make_node("Add", ["q", "a"], ["r"], add_bits=32),
+             helper.make_node("Div", ["r", "d"], ["s"]),
+             helper.make_node("Floor", ["s"], ["t"]),
+             helper.make_node("Clip", ["t"], ["y"], min=0.0, max=255.0, out_bits=8)]
+    inits = [f32("m", mul), f32("a", np.float32(8)), f32("d", np.float32(16))]
+    out = [1, 2, 1, 1] if global_pool else [1, 2, 2, 2]
+    return make_model(nodes, inits, [("x", [1, 2, 4, 4])], "y", out, 10), mul.astype(np.int64), k
+
+
+@pytest.mark.parametrize("global_pool", [False, True])
+def test_integer_average_pool_is_exact(global_pool):
+    from fractions import Fraction
+
+    model, mul, k = _avgpool_model(global_pool, 1)
+    x = np.random.default_rng(5).integers(0, 256, size=(1, 2, 4, 4))
+    out = load_model_proto(model, IntRange.from_bits(8, False)).run({"x": x})["y"]
+    windows = x.reshape(1, 2, 1, 4, 1, 4) if global_pool else x.reshape(1, 2, 2, 2, 2, 2)
+    sums = windows.sum(axis=(3, 5))
+    for idx in np.ndindex(sums.shape):
+        mean = Fraction(int(sums[idx]), k)  # exact rational mean
+        expected = min(max((mean * int(mul[idx[1], 0, 0]) + 8) // 16, 0), 255)
+        assert out[idx] == expected
+
+
+def test_integer_average_pool_with_unaligned_mul_is_refused():
+    from edgeq.errors import UnsupportedOpError
+
+    model, _, _ = _avgpool_model(False, 1)
+    model.graph.initializer[0].CopyFrom(f32("m", np.array([3, 5], np.float32).reshape(2, 1, 1)))
+    with pytest.raises(UnsupportedOpError, match="multiple of 4"):
+        import_onnx(model)

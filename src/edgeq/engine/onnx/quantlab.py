@@ -6,7 +6,8 @@ turn such a graph into an exact integer IR graph:
 
 1. :func:`integerise_constants`  every float constant must hold integers -> int64;
 2. :func:`annotate_inputs`       graph inputs get an IntRange (default unsigned 8 bit);
-3. :func:`fuse_requant`          ``[Mul]->[Add]->Div(2^d)->[Floor]->[Clip]`` -> RequantShift;
+3. :func:`integer_average_pools` ``AveragePool -> Mul(c)`` with k | c -> exact sum, ``Mul(c/k)``;
+   :func:`fuse_requant`          ``[Mul]->[Add]->Div(2^d)->[Floor]->[Clip]`` -> RequantShift;
 4. :func:`fuse_harmonised_adds`  ``Add`` with ``in1_*/in2_*/out_*`` attrs -> HarmonisedAdd;
 5. :func:`annotate_precision`    ``weight_bits``/``bias_bits`` and requant output ranges;
 6. :func:`drop_dialect_attrs`    remove the annotations standard kernels do not take.
@@ -43,8 +44,8 @@ def import_quantlab(graph: Graph, input_range: IntRange | None = None) -> Graph:
         return annotate_inputs(g, rng)
 
     annotate_inputs_.__name__ = "annotate_inputs"
-    passes = [integerise_constants, annotate_inputs_, fuse_requant, fuse_harmonised_adds,
-              annotate_precision, drop_dialect_attrs]
+    passes = [integerise_constants, annotate_inputs_, integer_average_pools, fuse_requant,
+              fuse_harmonised_adds, annotate_precision, drop_dialect_attrs]
     graph = run_passes(graph, passes)
     graph.meta["dialect"] = "quantlab"
     return graph
@@ -76,6 +77,54 @@ def annotate_inputs(graph: Graph, rng: IntRange) -> Graph:
             v.quant = QuantInfo(rng)
             v.dtype = rng.dtype
     return graph
+
+
+# -- 3a. average pooling -----------------------------------------------------------------
+def integer_average_pools(graph: Graph) -> Graph:
+    """``AveragePool -> Mul(c)`` on integers becomes ``sum -> Mul(c/k)``, exactly.
+
+    The mean of k integers is not an integer; QuantLab/DORY make ``mean * c`` one by
+    aligning c to a multiple of the window size k (DORY's AlignAvgPoolPass). The sum is
+    a depthwise ``Conv`` with all-ones weights (``ReduceSum`` for the global pool).
+    Any other integer average pool is refused, naming the node.
+    """
+    for node in [n for n in graph.nodes if n.op in ("AveragePool", "GlobalAveragePool")]:
+        k, sum_node, extra = _sum_pool(graph, node)
+        users = graph.consumers(node.outputs[0])
+        mul = users[0] if len(users) == 1 and users[0].op == "Mul" else None
+        found = _other_const(graph, mul) if mul is not None else None
+        if found is None or np.any(found[1] % k):
+            raise UnsupportedOpError(
+                node.op, node.name, graph.opset,
+                f"an integer average over {k} elements must feed a Mul by a multiple of {k}")
+        const = next(i for i in mul.inputs if i != node.outputs[0])
+        graph.values[const] = _int_const(const, found[1] // k)
+        graph.values.update(extra)
+        graph.nodes[graph.nodes.index(node)] = sum_node
+    return graph
+
+
+def _sum_pool(graph: Graph, node: Node) -> tuple[int, Node, dict]:
+    shape = graph.values[node.inputs[0]].shape
+    if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
+        raise UnsupportedOpError(node.op, node.name, graph.opset,
+                                 "integer average pooling needs a static NCHW input shape")
+    if node.op == "GlobalAveragePool":
+        attrs = {"axes": [2, 3], "keepdims": 1}
+        return shape[2] * shape[3], Node("ReduceSum", node.name, node.inputs, node.outputs,
+                                         attrs), {}
+    a = node.attrs
+    kh, kw = a["kernel_shape"]
+    if a.get("ceil_mode", 0) or (any(a.get("pads", [0])) and not a.get("count_include_pad", 0)):
+        raise UnsupportedOpError(node.op, node.name, graph.opset,
+                                 "integer average pooling with a varying divisor")
+    c = shape[1]
+    w_name = graph.fresh_name(f"{node.name}.ones")
+    ones = np.ones((c, 1, kh, kw), dtype=np.int8)
+    conv_attrs = {"group": c, "kernel_shape": [kh, kw]}
+    conv_attrs.update({key: a[key] for key in ("strides", "pads", "auto_pad") if key in a})
+    conv = Node("Conv", node.name, [node.inputs[0], w_name], node.outputs, conv_attrs)
+    return kh * kw, conv, {w_name: Value(w_name, ones.shape, ones.dtype, None, ones)}
 
 
 # -- 3. requantisation chains --------------------------------------------------------------
