@@ -218,3 +218,15 @@ def test_observing_context_and_state_dict():
     clone.load_state_dict(net.state_dict())
     assert clone.act.quant_enabled and torch.equal(clone.act.eps, net.act.eps)
     assert torch.equal(clone.eval()(x), y)
+
+
+def test_quant_enabled_follows_loaded_state_dict():
+    """The flag's plain-attribute mirror follows load_state_dict both ways."""
+    spec = QuantSpec("pact", 256)
+    src, dst = QuantActivation("relu", spec), QuantActivation("relu", spec)
+    src.start()
+    dst.load_state_dict(src.state_dict())
+    assert dst.quant_enabled
+    src.stop()
+    dst.load_state_dict(src.state_dict())
+    assert not dst.quant_enabled and not bool(dst._quant_enabled)

@@ -137,3 +137,20 @@ def test_quantising_an_integer_level_is_exact(r, n):
     q = int_quantise(torch.tensor([n * 0.375], dtype=torch.float64), eps, r)
     expected = r.clip(np.array([n]))[0] if r.step == 1 else (r.hi if n >= 0 else r.lo)
     assert int(q[0]) == int(expected)
+
+
+def test_float_masks_and_in_place_rounding_match_plain_ops():
+    """indicator / in_range_indicator / the in-place rounding: same values as plain ops."""
+    from edgeq.train.quantiser import in_range_indicator, indicator
+
+    torch.manual_seed(0)
+    r = IntRange.from_bits(4, signed=True)
+    x, eps = torch.randn(3, 4, 5) * 3, torch.rand(4) + 0.1
+    assert torch.equal(indicator(torch.ge, x, 0.5), (x >= 0.5).float())
+    assert torch.equal(in_range_indicator(x, eps, r, 1), in_range_mask(x, eps, r, 1).float())
+    e = eps.reshape(1, 4, 1)
+    want = e * torch.clamp(torch.floor(x / e + 0.5), r.lo, r.hi)
+    assert torch.equal(fake_quantise(x, eps, r, 1), want)
+    # with autograd recording, the out-of-place path is taken and the values are the same
+    xg = x.clone().requires_grad_(True)
+    assert torch.equal(fake_quantise(xg, eps, r, 1), want)

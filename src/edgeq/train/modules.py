@@ -38,7 +38,10 @@ class QuantModule:
     """Mixin of every FQ module: ``spec``, ``quant_enabled``, ``observing`` and the
     schedule hooks ``start``/``stop``/``freeze``/``set_epoch``/``step``.
 
-    ``quant_enabled`` is stored in a buffer so that it is saved with the state dict.
+    ``quant_enabled`` is stored in a buffer so that it is saved with the state dict, and
+    mirrored in a plain attribute that every forward reads (``bool(buffer)`` is a tensor
+    read per module and forward); only the setter and ``load_state_dict`` write the buffer,
+    and both update the mirror.
     ``observing`` (a plain attribute) forces float computation and statistics collection.
     """
 
@@ -51,15 +54,18 @@ class QuantModule:
         self.spec = spec
         self.observing = False
         self.register_buffer("_quant_enabled", torch.tensor(False))
+        self._quant_on = False  # mirror of the buffer (see the class docstring)
+        self.register_load_state_dict_post_hook(_sync_quant_enabled)
 
     # -- flags --------------------------------------------------------------------------
     @property
     def quant_enabled(self) -> bool:
-        return bool(self._quant_enabled)
+        return self._quant_on
 
     @quant_enabled.setter
     def quant_enabled(self, value: bool) -> None:
         self._quant_enabled.fill_(bool(value))
+        self._quant_on = bool(value)
 
     @property
     def frozen(self) -> bool:
@@ -110,6 +116,11 @@ class QuantModule:
 
     def step(self) -> None:
         """Per-batch hook (re-fitting of weight ε); nothing for activations."""
+
+
+def _sync_quant_enabled(module: QuantModule, incompatible_keys) -> None:
+    """``load_state_dict`` post-hook: the mirror follows the loaded buffer."""
+    module._quant_on = bool(module._quant_enabled)
 
 
 # ======================================================================================

@@ -93,14 +93,39 @@ def int_quantise(
     if r.step != 1:
         # bipolar binary: the one threshold between -1 and +1 is 0, and 0 itself goes up
         return torch.where(x >= 0, float(r.hi), float(r.lo)).to(x.dtype)
-    return torch.clamp(round_half_up(x / e), r.lo, r.hi)
+    t = x / e
+    if _tracked(t):
+        return torch.clamp(round_half_up(t), r.lo, r.hi)
+    # t is a fresh temporary nobody else holds: round and clip it in place (same values as
+    # above, without three more tensors of x's size to allocate — this runs every step)
+    return t.add_(0.5).floor_().clamp_(r.lo, r.hi)
 
 
 def fake_quantise(
     x: torch.Tensor, eps: torch.Tensor, r: IntRange, channel_dim: int = 0
 ) -> torch.Tensor:
     """x̃ = ε·x̂ with x̂ = :func:`int_quantise` (x, ε, R)."""
-    return expand_eps(eps, x, channel_dim) * int_quantise(x, eps, r, channel_dim)
+    e = expand_eps(eps, x, channel_dim)
+    q = int_quantise(x, eps, r, channel_dim)
+    if _tracked(q) or torch.result_type(e, q) != q.dtype:
+        return e * q
+    return q.mul_(e)  # fresh temporary again; ε·x̂ = x̂·ε exactly
+
+
+def _tracked(t: torch.Tensor) -> bool:
+    """True when autograd records ops on ``t`` (then in-place rounding must not be used)."""
+    return t.requires_grad and torch.is_grad_enabled()
+
+
+def indicator(compare, x: torch.Tensor, bound) -> torch.Tensor:
+    """``compare(x, bound)`` (e.g. ``torch.ge``) as 1.0/0.0 in x's dtype.
+
+    The same values as ``compare(x, bound).to(x.dtype)``, but the comparison writes
+    straight into a float tensor: on CPU the bool kernels are not vectorised, and a bool
+    mask plus its conversion cost about ten times as much. The quantiser autograd
+    Functions build their masks with this, as multiplying by a float mask is cheap too.
+    """
+    return compare(x, bound, out=torch.empty_like(x))
 
 
 def in_range_mask(
@@ -110,6 +135,14 @@ def in_range_mask(
     e = expand_eps(eps, x, channel_dim)
     lo, hi = clip_bounds(e, r)
     return (x >= lo) & (x < hi)
+
+
+def in_range_indicator(
+    x: torch.Tensor, eps: torch.Tensor, r: IntRange, channel_dim: int = 0
+) -> torch.Tensor:
+    """:func:`in_range_mask` as 1.0/0.0 in x's dtype (built with :func:`indicator`)."""
+    lo, hi = clip_bounds(expand_eps(eps, x, channel_dim), r)
+    return indicator(torch.ge, x, lo).mul_(indicator(torch.lt, x, hi))
 
 
 def to_int64(x_int: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ from edgeq.train.quantiser import (
     eps_from_bound,
     expand_eps,
     fake_quantise,
+    indicator,
     reduce_to_channels,
 )
 
@@ -37,13 +38,17 @@ MIN_BOUND = 1e-12
 
 
 class PactQuantFn(Function):
-    """Forward and backward of the module docstring; inputs (x, bound, R, channel_dim, clip)."""
+    """Forward and backward of the module docstring; inputs (x, bound, R, channel_dim, clip).
+
+    The masks are float 0/1 tensors (:func:`~edgeq.train.quantiser.indicator`): on CPU
+    that is several times cheaper than bool masks, and the products are the same.
+    """
 
     @staticmethod
     def forward(ctx, x, bound, r: IntRange, channel_dim: int, clip_gradient: bool):
         eps = eps_from_bound(bound, r)
         lo, hi = clip_bounds(expand_eps(eps, x, channel_dim), r)
-        below, above = x < lo, x >= hi
+        below, above = indicator(torch.lt, x, lo), indicator(torch.ge, x, hi)
         ctx.save_for_backward(below, above, bound)
         ctx.r, ctx.channel_dim, ctx.clip_gradient = r, channel_dim, clip_gradient
         return fake_quantise(x, eps, r, channel_dim)
@@ -51,13 +56,32 @@ class PactQuantFn(Function):
     @staticmethod
     def backward(ctx, g):
         below, above, bound = ctx.saved_tensors
-        r, m = ctx.r, bound_divisor(ctx.r)
-        grad_x = g * ~(below | above) if ctx.clip_gradient else g
+        grad_x = g * _inside(below, above) if ctx.clip_gradient else g
         grad_b = None
         if ctx.needs_input_grad[1]:
-            local = (r.hi / m) * above.to(g.dtype) + (r.lo / m) * below.to(g.dtype)
+            local = _bound_derivative(below, above, ctx.r)
             grad_b = reduce_to_channels(g * local, bound, ctx.channel_dim)
         return grad_x, grad_b, None, None, None
+
+
+def _inside(below: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
+    """1 - below - above: 1.0 inside the range (the 0/1 masks never overlap)."""
+    return (below + above).neg_().add_(1.0)
+
+
+def _bound_derivative(below: torch.Tensor, above: torch.Tensor, r: IntRange) -> torch.Tensor:
+    """∂y/∂b = (hi/m)·above + (lo/m)·below, with the terms that are exact no-ops skipped.
+
+    Unsigned ranges have hi/m = 1 and lo/m = 0, so this is ``above`` itself (1·a = a and
+    a + 0 = a exactly); signed ones have lo/m = -1. The saved masks are never modified.
+    """
+    m = bound_divisor(r)
+    c_hi, c_lo = r.hi / m, r.lo / m
+    local = above if c_hi == 1.0 else c_hi * above
+    if c_lo != 0.0:
+        # below is 0 or 1, so c_lo·below is exact and the one rounding is that of the sum
+        local = torch.add(local, below, alpha=c_lo)
+    return local
 
 
 def pact_quantise(

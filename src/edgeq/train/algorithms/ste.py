@@ -13,7 +13,7 @@ from torch.autograd import Function
 
 from edgeq.numerics.intrange import IntRange
 from edgeq.train.algorithms.base import Quantiser, register_quantiser
-from edgeq.train.quantiser import fake_quantise, in_range_mask
+from edgeq.train.quantiser import fake_quantise, in_range_indicator
 
 
 class SteQuantFn(Function):
@@ -23,7 +23,8 @@ class SteQuantFn(Function):
     def forward(ctx, x, eps, r: IntRange, channel_dim: int, clip_gradient: bool):
         ctx.clip_gradient = clip_gradient
         if clip_gradient:
-            ctx.save_for_backward(in_range_mask(x, eps, r, channel_dim))
+            # a float 0/1 mask: cheaper to build and to multiply by than a bool one
+            ctx.save_for_backward(in_range_indicator(x, eps, r, channel_dim))
         return fake_quantise(x, eps, r, channel_dim)
 
     @staticmethod

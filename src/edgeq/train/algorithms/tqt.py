@@ -32,6 +32,7 @@ from edgeq.train.quantiser import (
     clip_bounds,
     expand_eps,
     fake_quantise,
+    indicator,
     reduce_to_channels,
 )
 
@@ -45,7 +46,8 @@ class TqtQuantFn(Function):
     def forward(ctx, x, log2_t, r: IntRange, channel_dim: int):
         eps = torch.exp2(log2_t) / bound_divisor(r)
         lo, hi = clip_bounds(expand_eps(eps, x, channel_dim), r)
-        inside = (x >= lo) & (x < hi)
+        # a float 0/1 mask (same products as a bool one, much cheaper on CPU)
+        inside = indicator(torch.ge, x, lo).mul_(indicator(torch.lt, x, hi))
         y = fake_quantise(x, eps, r, channel_dim)
         ctx.save_for_backward(x, y, inside, log2_t)
         ctx.channel_dim = channel_dim
