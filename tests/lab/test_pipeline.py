@@ -98,11 +98,12 @@ def test_failure_leaves_nothing_half_written(tmp_path, monkeypatch):
         raise RuntimeError("simulated failure in the middle of a run")
 
     monkeypatch.setattr(pipeline, "run_seed", boom)
+    torch.set_num_threads(2)
     with pytest.raises(RuntimeError):
         pipeline.run_pipeline(quick(tmp_path), progress=False)
     assert not (tmp_path / "run").exists()
     assert list(tmp_path.iterdir()) == []
-    assert torch.get_num_threads() >= 1
+    assert torch.get_num_threads() == 2  # the pipeline's single-thread setting is undone
 
 
 def test_f2t_report_on_a_finished_run(finished_run, capsys, tmp_path):

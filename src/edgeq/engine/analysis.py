@@ -64,9 +64,7 @@ def precision_of(v: Value) -> str:
 
 def const_bytes(v: Value) -> int:
     """Storage of a constant: packed at its quantised bit width, else its dtype size."""
-    n = int(v.data.size)
-    bits = v.quant.bits if v.quant is not None else v.data.dtype.itemsize * 8
-    return (n * bits + 7) // 8
+    return v.bytes_for(int(v.data.size))
 
 
 def shape_str(shape: Shape) -> str:
@@ -85,12 +83,7 @@ def _static_numel(shape: Shape) -> int | None:
 
 
 def _act_bytes(v: Value) -> int | None:
-    n = _static_numel(v.shape)
-    if n is None or v.dtype is None:
-        return None
-    if v.quant is not None:
-        return (n * v.quant.bits + 7) // 8
-    return n * np.dtype(v.dtype).itemsize
+    return v.bytes_for(_static_numel(v.shape))
 
 
 # -- MACs -----------------------------------------------------------------------------------

@@ -122,7 +122,11 @@ class Value:
     @property
     def nbytes(self) -> int | None:
         """Storage bytes: packed at the range's bit width when quantised."""
-        n = self.numel
+        return self.bytes_for(self.numel)
+
+    def bytes_for(self, n: int | None) -> int | None:
+        """Bytes of ``n`` elements of this value: ``ceil(n*bits/8)`` when quantised,
+        else ``n`` times the dtype size (None when ``n`` or the dtype is unknown)."""
         if n is None or self.dtype is None:
             return None
         if self.quant is not None:

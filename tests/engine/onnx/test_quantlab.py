@@ -7,6 +7,7 @@ import pytest
 from onnx import helper
 
 from edgeq.engine import load
+from edgeq.engine.model import Model
 from edgeq.engine.onnx import import_onnx
 from edgeq.errors import IntegralityError
 from edgeq.numerics import IntRange
@@ -84,8 +85,6 @@ def _two_layer_model(opset, bits, signed_input, seed=0):
 def test_generated_dialect_matches_integer_reference(opset, bits, signed_input):
     model, x, xr, reference = _two_layer_model(opset, bits, signed_input, seed=bits + opset)
     graph = import_onnx(model, input_range=xr)
-    from edgeq.engine.model import Model
-
     out = Model(graph).run({"x": x})["y"]
     np.testing.assert_array_equal(out, reference())
     assert graph.values["y"].quant.range == IntRange.from_bits(bits, signed=False)
@@ -107,8 +106,6 @@ def test_several_inputs_each_get_the_input_range():
 
 
 def load_model_proto(model, input_range):
-    from edgeq.engine.model import Model
-
     return Model(import_onnx(model, input_range=input_range))
 
 
@@ -156,7 +153,6 @@ def test_exact_where_float32_runtime_is_not():
 def test_float_inputs_are_quantised_by_the_input_rule():
     """With ε known, float inputs go through clip(floor(x/ε + 1/2)); ints pass as they are."""
     from edgeq.engine.ir import QuantInfo
-    from edgeq.engine.model import Model
 
     nodes = [helper.make_node("Relu", ["x"], ["y"])]
     graph = import_onnx(make_model(nodes, [], [("x", [5])], "y", [5], 13))
