@@ -24,7 +24,6 @@ from edgeq.errors import ConfigError
 from edgeq.lab.config import PipelineConfig
 from edgeq.lab.training import accuracy, predict, train
 
-RESULT_FILES = ("summary.json", "table.txt")
 FQ_STATE = "fq_state.pt"
 FLOAT32_SIGNIFICAND = 24  # integers of 24 significant bits are exact in float32
 
