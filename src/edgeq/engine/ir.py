@@ -30,7 +30,8 @@ from edgeq.errors import ValidationError
 from edgeq.numerics import IntRange
 
 EDGEQ_DOMAIN = "edgeq"
-IR_OPS = ("RequantShift", "HarmonisedAdd")
+IR_OPS = ("RequantShift", "HarmonisedAdd", "RequantDiv", "QLinearRequant", "QLinearAddOrt",
+          "QLinearAvgPoolOrt")
 
 Dim = int | str | None
 

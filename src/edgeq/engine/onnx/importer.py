@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 
 from edgeq.engine.ir import Graph
-from edgeq.engine.onnx import edgeq_dialect, quantlab
+from edgeq.engine.onnx import edgeq_dialect, nemo, qdq, qonnx, quantlab
 from edgeq.engine.onnx.reader import infer_shapes, read_model, to_graph
 from edgeq.engine.passes.shapes import complete_shapes
 from edgeq.errors import ConfigError, UnsupportedOpError
@@ -31,13 +31,20 @@ def import_onnx(
         model, name = source, "<model>"
     else:
         model, name = read_model(source), str(source)
-    graph = to_graph(infer_shapes(model, name), name)
+    if qdq.is_qdq(model):  # onnxruntime QDQ/QOperator (custom domains: before to_graph)
+        graph = qdq.import_qdq(model, name)
+    elif qonnx.is_qonnx(model):
+        graph = qonnx.import_qonnx(model, name)
+    else:
+        graph = to_graph(infer_shapes(model, name), name)
     if edgeq_dialect.has_annotations(model):  # edgeq-dialect hook: files from export_onnx
         graph = edgeq_dialect.import_edgeq(graph, model, input_range)
     elif quantlab.is_quantlab(graph):
         if input_range is None and not isinstance(source, onnx.ModelProto):
             input_range = _dory_input_range(Path(source))
         graph = quantlab.import_quantlab(graph, input_range)
+    elif nemo.is_nemo(graph):
+        graph = nemo.import_nemo(graph, input_range)
     _check_ops(graph, supported_ops())
     graph = complete_shapes(graph)
     graph.validate(supported_ops())

@@ -26,6 +26,7 @@ from edgeq.engine.backends.reference import (  # noqa: F401  (imported to regist
     reduce,
     shape,
     tensor,
+    thirdparty,
 )
 from edgeq.engine.backends.reference.registry import KERNELS, KernelEntry, register, supported_ops
 
