@@ -403,7 +403,8 @@ class _Harmonised(nn.Module, _ObservedOutput):
         if not bool(self.quantiser.initialised) and not self.init_bounds():
             self.observer.update(self.combine(list(xs)).detach())
             self.init_bounds()
-        self.harmonise()
+        if not torch.jit.is_tracing():  # ONNX export: ε is already harmonised, and the
+            self.harmonise()  # tracer cannot record the buffer writes (aten::fill_)
         y = self.combine([q(x) for q, x in zip(self.in_quantisers, xs, strict=True)])
         return self.quantiser(y)
 

@@ -163,4 +163,11 @@ class InqQuantiser(Quantiser):
         self.freeze_fraction(x, p.fraction(epoch), seed=p.seed * 1_000_003 + epoch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            # ONNX export: the NaN mask becomes constants (x·free + frozen, exact for finite
+            # x), so the file needs no IsNaN/Where.
+            frozen = self.frozen_weight.detach()
+            free = torch.tensor(torch.isnan(frozen).tolist(), dtype=x.dtype)
+            return x * free + torch.tensor(torch.nan_to_num(frozen, nan=0.0).tolist(),
+                                           dtype=x.dtype)
         return InqFreezeFn.apply(x, self.frozen_weight)

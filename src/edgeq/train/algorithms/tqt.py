@@ -112,6 +112,11 @@ class TqtQuantiser(Quantiser):
         self.log2_t.copy_(torch.log2(eps * bound_divisor(self.int_range)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            # ONNX export: ONNX has no exp2, so ε enters the traced graph as a constant
+            # (the same float32 values; the dead exp2 node is dropped by the exporter).
+            eps = torch.tensor(self.eps.detach().tolist(), dtype=self.log2_t.dtype)
+            return fake_quantise(x, eps, self.int_range, self.channel_dim)
         p = self.spec.params
         log2_t = self.log2_t
         if log2_t.requires_grad and torch.is_grad_enabled():
