@@ -88,25 +88,42 @@ def qlinear_requant(acc, multiplier, zero_point, *, lo=None, hi=None, **extra):
     return _fp32_requant(acc, multiplier, zero_point, lo, hi).astype(narrowest_dtype(lo, hi))
 
 
+def _scalar(a, dtype=np.float32):
+    return dtype(np.ravel(np.asarray(a))[0])
+
+
+def _fma32(x, y, z):
+    """float32 fused multiply-add: ``x*y + z`` rounded once to float32. The exact value
+    is formed in float64 (x: a small integer, y, z: float32, so the product is exact and
+    the sum needs fewer than 53 bits here) and rounded to float32 once."""
+    return (np.asarray(x, np.float64) * np.float64(y) + np.asarray(z, np.float64)).astype(
+        np.float32)
+
+
 @register("QLinearAddOrt")
 def qlinear_add_ort(a, a_scale, a_zp, b, b_scale, b_zp, c_scale, c_zp, *, lo=None, hi=None,
-                    **extra):
-    """onnxruntime's QLinearAdd (MLAS ``MlasQLinearAdd``), in float32:
+                    u8_shift=0, **extra):
+    """onnxruntime's com.microsoft.QLinearAdd (MLAS AVX2 kernel), in float32:
 
-    ``y = clip(rint(fp32(a - a_zp) * (s_a/s_c) + fp32(b - b_zp) * (s_b/s_c)) + c_zp)``
-    with the ratios computed in float32 and the sum a float32 multiply-add sequence
-    (each product rounded, then the sum rounded); ``rint`` rounds half to even.
-    Overflow: none possible (float32 of 8-bit differences), saturation to ``[lo, hi]``.
+    ``r_a = fp32(s_a/s_c)``, ``r_b = fp32(s_b/s_c)``,
+    ``f = fp32(c_zp) - fp32(r_a*a_zp + r_b*b_zp)`` (the product sum with one rounding),
+    then per element ``y = clip(rint(fma(a, r_a, fma(b, r_b, f))), lo, hi)``: two fused
+    multiply-adds on the raw integers, each rounded once to float32, then rounded half to
+    even and saturated. ``u8_shift=128``: int8 tensors that onnxruntime moved to uint8
+    (QDQ files on x86) -- values and zero points +128 before, -128 after.
+    Overflow: none (float32 of 8-bit values, then saturation).
     """
     reject_unknown("QLinearAddOrt", extra)
-    f32 = np.float32
-    ra = f32(np.float32(a_scale) / np.float32(c_scale))
-    rb = f32(np.float32(b_scale) / np.float32(c_scale))
-    va = (np.asarray(a, np.int64) - np.int64(a_zp)).astype(f32) * ra
-    vb = (np.asarray(b, np.int64) - np.int64(b_zp)).astype(f32) * rb
-    q = np.rint(va + vb).astype(np.float64) + float(c_zp)
+    ra = np.float32(_scalar(a_scale) / _scalar(c_scale))
+    rb = np.float32(_scalar(b_scale) / _scalar(c_scale))
+    sh = int(u8_shift)
+    za, zb, zc = (int(_scalar(z, np.int64)) + sh for z in (a_zp, b_zp, c_zp))
+    fixed = np.float32(np.float32(zc) - _fma32(za, ra, np.float32(rb * np.float32(zb))))
+    a = np.asarray(a).astype(np.int64) + sh
+    b = np.asarray(b).astype(np.int64) + sh
+    q = np.rint(_fma32(a, ra, _fma32(b, rb, fixed))) - sh
     lo, hi = int(lo), int(hi)
-    return np.clip(q, lo, hi).astype(narrowest_dtype(lo, hi))
+    return np.clip(q.astype(np.float64), lo, hi).astype(narrowest_dtype(lo, hi))
 
 
 @register("QLinearAvgPoolOrt")
@@ -121,10 +138,10 @@ def qlinear_global_avg_ort(x, x_scale, x_zp, y_scale, y_zp, *, lo=None, hi=None,
     x = np.asarray(x, np.int64)
     n = int(np.prod(x.shape[2:]))
     s = x.reshape(x.shape[0], x.shape[1], n).sum(axis=2, keepdims=False)
-    acc = s - np.int64(n) * np.int64(x_zp)
-    scale = np.float32(np.float32(x_scale) / (np.float32(y_scale) * np.float32(n)))
+    acc = s - np.int64(n) * np.int64(_scalar(x_zp, np.int64))
+    scale = np.float32(_scalar(x_scale) / (_scalar(y_scale) * np.float32(n)))
     lo, hi = int(lo), int(hi)
-    y = _fp32_requant(acc, scale, y_zp, lo, hi).astype(narrowest_dtype(lo, hi))
+    y = _fp32_requant(acc, scale, _scalar(y_zp, np.int64), lo, hi).astype(narrowest_dtype(lo, hi))
     return y.reshape(x.shape[:2] + (1,) * (x.ndim - 2))
 
 
@@ -199,6 +216,57 @@ def qonnx_trunc(x, scale, zeropt, in_bitwidth, out_bitwidth, *, rounding_mode="F
     k = np.asarray(2.0, dt) ** (np.asarray(in_bitwidth, dt) - np.asarray(out_bitwidth, dt))
     q = _qonnx_round(q / k, rounding_mode)
     return ((q - zeropt) * scale * k).astype(dt)
+
+
+# -- the float boundary of QDQ files -------------------------------------------------------
+INT_TYPE_RANGES = {"uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535),
+                   "int16": (-32768, 32767), "uint4": (0, 15), "int4": (-8, 7),
+                   "int32": (-(2**31), 2**31 - 1)}
+
+
+def _along(a, rank: int, axis: int):
+    a = np.asarray(a)
+    if a.ndim == 0 or a.size == 1:
+        return a.reshape(())
+    shape = [1] * rank
+    shape[axis % rank] = a.size
+    return a.reshape(shape)
+
+
+@register("QuantizeLinear")
+def quantize_linear(x, y_scale, y_zero_point=None, *, axis=1, saturate=1, block_size=0,
+                    output_dtype=0, **extra):
+    """ONNX QuantizeLinear as onnxruntime's MLAS computes it:
+    ``y = saturate(rint(fp32(x) / fp32(scale)) + zero_point)`` -- one float32 division,
+    rounded half to even, zero point added, saturated to the zero point's type (uint8
+    when absent; 4-bit types are held in int8/uint8). Per-axis scales along ``axis``.
+    Overflow: none, the result saturates. Blocked quantisation is not implemented.
+    """
+    reject_unknown("QuantizeLinear", extra)
+    if block_size or output_dtype:
+        raise ValueError("QuantizeLinear: block_size/output_dtype are not implemented")
+    x = np.asarray(x, dtype=np.float32)
+    zp = np.zeros((), np.uint8) if y_zero_point is None else np.asarray(y_zero_point)
+    lo, hi = INT_TYPE_RANGES[zp.dtype.name]
+    q = np.rint(x / _along(np.asarray(y_scale, np.float32), x.ndim, axis))
+    q = q.astype(np.float64) + _along(zp.astype(np.float64), x.ndim, axis)
+    return np.clip(q, lo, hi).astype(narrowest_dtype(lo, hi))
+
+
+@register("DequantizeLinear")
+def dequantize_linear(x, x_scale, x_zero_point=None, *, axis=1, block_size=0, **extra):
+    """ONNX DequantizeLinear as onnxruntime computes it: ``y = fp32(x - zero_point) *
+    fp32(scale)`` (exact integer difference, one float32 product, so one rounding).
+    Per-axis scales along ``axis``. Overflow: none (the difference is exact in int64).
+    """
+    reject_unknown("DequantizeLinear", extra)
+    if block_size:
+        raise ValueError("DequantizeLinear: block_size is not implemented")
+    x = np.asarray(x).astype(np.int64)
+    zp = 0 if x_zero_point is None else _along(np.asarray(x_zero_point).astype(np.int64),
+                                                x.ndim, axis)
+    scale = _along(np.asarray(x_scale, np.float32), x.ndim, axis)
+    return ((x - zp).astype(np.float32) * scale).astype(np.float32)
 
 
 __all__ = ["INT64_MAX", "qonnx_bounds"]

@@ -1,0 +1,270 @@
+"""onnxruntime QDQ / QOperator files: the integer IR must equal onnxruntime's own kernels.
+
+The expected values are onnxruntime's outputs (CPU execution provider, default graph
+optimisation, which fuses QDQ groups into its int8 kernels), bit for bit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeq.engine.backends.reference.executor import run_graph
+from edgeq.engine.onnx import import_onnx
+from edgeq.errors import UnsupportedOpError
+
+ort = pytest.importorskip("onnxruntime")
+quantization = pytest.importorskip("onnxruntime.quantization")
+torch = pytest.importorskip("torch")
+
+MODELS = {"cnn": (1, 1, 8, 8), "resnet": (1, 1, 8, 8), "mbv1": (1, 3, 32, 32)}
+VARIANTS = list(itertools.product(MODELS, ["QDQ", "QOperator"], ["U8", "S8"], [False, True]))
+
+
+def _has_vnni() -> bool:
+    """Without VNNI, onnxruntime's U8S8 x86 kernels may saturate int16 pair sums
+    (vpmaddubsw), which no exact integer reading reproduces."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_vnni|avx_vnni)\b", flags))
+
+
+def _net(name):
+    from edgeq.models.digits_cnn import DigitsCNN
+    from edgeq.models.mobilenet_v1 import mobilenet_v1_3ddfa
+    from edgeq.models.resnet import DigitsResNet
+
+    torch.manual_seed(0)
+    return {"cnn": DigitsCNN, "resnet": DigitsResNet,
+            "mbv1": lambda: mobilenet_v1_3ddfa(width=0.25)}[name]().eval()
+
+
+def _export(name, path: Path) -> None:
+    """torch export, then Constant/Identity-of-initializer nodes become initializers (the
+    quantiser wants constant biases as initializers)."""
+    torch.onnx.export(_net(name), torch.randn(*MODELS[name]), str(path), input_names=["x"],
+                      output_names=["y"], opset_version=17, dynamo=False)
+    m = onnx.load(str(path))
+    inits = {i.name: i for i in m.graph.initializer}
+    keep = []
+    for n in m.graph.node:
+        src = None
+        if n.op_type == "Constant":
+            src = helper.get_attribute_value(n.attribute[0])
+        elif n.op_type == "Identity" and n.input[0] in inits:
+            src = inits[n.input[0]]
+        if src is None:
+            keep.append(n)
+            continue
+        t = onnx.TensorProto()
+        t.CopyFrom(src)
+        t.name = n.output[0]
+        m.graph.initializer.append(t)
+        inits[t.name] = t
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    onnx.save(m, str(path))
+
+
+class _Calib(quantization.CalibrationDataReader):
+    def __init__(self, shape):
+        rng = np.random.default_rng(0)
+        self._it = iter([{"x": rng.standard_normal(shape).astype(np.float32)}
+                         for _ in range(2)])
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+@pytest.fixture(scope="session")
+def quantised(tmp_path_factory):
+    """Every (model, format, activation type, per-channel) file, written once."""
+    d = tmp_path_factory.mktemp("qdq")
+    files = {}
+    for name in MODELS:
+        _export(name, d / f"{name}.onnx")
+    for name, fmt, act, pc in VARIANTS:
+        out = d / f"{name}_{fmt}_{act}S8_{'pc' if pc else 'pt'}.onnx"
+        quantization.quantize_static(
+            str(d / f"{name}.onnx"), str(out), _Calib(MODELS[name]),
+            quant_format=getattr(quantization.QuantFormat, fmt),
+            activation_type=getattr(quantization.QuantType, "QUInt8" if act == "U8" else "QInt8"),
+            weight_type=quantization.QuantType.QInt8, per_channel=pc)
+        files[(name, fmt, act, pc)] = out
+    return files
+
+
+def _ort_session(model: onnx.ModelProto, extra_outputs=()):
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for name in extra_outputs:
+        m.graph.output.append(onnx.ValueInfoProto(name=name))
+    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def agreement(path, n_inputs=4, scale=1.5):
+    """(exact fraction, max |diff| in LSB, number of values) of the last quantised tensor
+    (the input of the final DequantizeLinear), edgeq vs onnxruntime, on random inputs."""
+    model = onnx.load(str(path))
+    yq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"][-1].input[0]
+    sess = _ort_session(model, [yq])
+    graph = import_onnx(path)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    same = total = worst = 0
+    for seed in range(n_inputs):
+        x = (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+        ref_q, ref_y = sess.run([yq, model.graph.output[0].name], {"x": x})
+        seen: dict[str, np.ndarray] = {}
+        out = run_graph(graph, {"x": x}, observe=seen.__setitem__)
+        diff = np.abs(seen[yq].astype(np.int64) - ref_q.astype(np.int64))
+        same, total = same + int((diff == 0).sum()), total + diff.size
+        worst = max(worst, int(diff.max()))
+        if not diff.any():  # then the float output is the same float32 computation
+            np.testing.assert_array_equal(out[graph.outputs[0]], ref_y)
+    return same / total, worst, total
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v)))
+def test_matches_onnxruntime_exactly(quantised, variant):
+    if variant[2] == "U8" and not _has_vnni():
+        pytest.skip("U8S8 on a CPU without VNNI: onnxruntime may saturate int16 pair sums")
+    exact, worst, _ = agreement(quantised[variant])
+    assert (exact, worst) == (1.0, 0)
+
+
+def test_imports_as_integer_ops(quantised):
+    graph = import_onnx(quantised[("resnet", "QDQ", "U8", True)])
+    ops = {n.op for n in graph.nodes}
+    assert {"QLinearRequant", "QLinearAddOrt", "QLinearAvgPoolOrt", "Conv", "Gemm"} <= ops
+    assert ops & {"Add", "GlobalAveragePool"} == set()
+    assert [n.op for n in graph.nodes].count("DequantizeLinear") == 1  # the float output
+    rq = next(n for n in graph.nodes if n.op == "QLinearRequant")
+    assert graph.values[rq.outputs[0]].dtype == np.uint8
+
+
+@pytest.mark.parametrize("pc", [False, True])
+def test_int8_groups_fuse_where_onnxruntime_fuses_them(quantised, tmp_path, pc):
+    """With int8 activations onnxruntime (x86) fuses a group only when its Q->DQ pairs
+    can move to uint8; the others run in float. Its optimised graph is the reference."""
+    path = quantised[("resnet", "QDQ", "S8", pc)]
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ort_ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    ops = [n.op for n in import_onnx(path).nodes]
+    assert ops.count("QLinearRequant") == sum(ort_ops.count(o) for o in ("QLinearConv", "QGemm"))
+    assert ops.count("QLinearAddOrt") == ort_ops.count("QLinearAdd")
+    assert ops.count("Add") == ort_ops.count("Add") > 0
+
+
+# -- single-node files with chosen numbers ---------------------------------------------------
+def _model(nodes, inputs, outputs, inits, ms=False):
+    g = helper.make_graph(nodes, "g", inputs, outputs,
+                          [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    ops = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.microsoft", 1)] if ms else [])
+    m = helper.make_model(g, opset_imports=ops)
+    m.ir_version = 8
+    return m
+
+
+def _both(model, feeds):
+    ref = _ort_session(model).run(None, feeds)[0]
+    (got,) = run_graph(import_onnx(model), feeds).values()
+    return got, ref
+
+
+def test_qlinearconv_ties_round_half_to_even():
+    """Multiplier exactly 0.5 and odd accumulators -15..15: every result is a tie."""
+    x = np.arange(-15, 16, 2).astype(np.int8).reshape(1, 1, 4, 4)
+    inits = {"xs": np.float32(1.0), "xz": np.int8(0), "w": np.ones((1, 1, 1, 1), np.int8),
+             "ws": np.float32(0.5), "wz": np.int8(0), "ys": np.float32(1.0), "yz": np.int8(0)}
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])
+    m = _model([node], [helper.make_tensor_value_info("x", TensorProto.INT8, [1, 1, 4, 4])],
+               [helper.make_tensor_value_info("y", TensorProto.INT8, None)], inits)
+    got, ref = _both(m, {"x": x})
+    want = np.array([round(v / 2) for v in range(-15, 16, 2)]).reshape(1, 1, 4, 4)  # banker's
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(ref, want)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinearadd_and_global_average_pool(dtype):
+    tp = TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8
+    lo, hi = (0, 255) if dtype == np.uint8 else (-128, 127)
+    rng = np.random.default_rng(3)
+    z = lambda: dtype(rng.integers(lo, hi + 1))  # noqa: E731
+    inits = {"sa": np.float32(0.037), "za": z(), "sb": np.float32(0.11), "zb": z(),
+             "sc": np.float32(0.05), "zc": z(), "sp": np.float32(0.013), "zp": z()}
+    nodes = [helper.make_node("QLinearAdd", ["a", "sa", "za", "b", "sb", "zb", "sc", "zc"],
+                              ["c"], domain="com.microsoft"),
+             helper.make_node("QLinearGlobalAveragePool", ["c", "sc", "zc", "sp", "zp"], ["y"],
+                              domain="com.microsoft", channels_last=0)]
+    vi = [helper.make_tensor_value_info(n, tp, [1, 8, 9, 7]) for n in "ab"]
+    m = _model(nodes, vi, [helper.make_tensor_value_info("y", tp, None)], inits, ms=True)
+    m.graph.output.append(helper.make_tensor_value_info("c", tp, None))
+    feeds = {n: rng.integers(lo, hi + 1, size=(1, 8, 9, 7)).astype(dtype) for n in "ab"}
+    ref_y, ref_c = _ort_session(m).run(["y", "c"], feeds)
+    out = run_graph(import_onnx(m), feeds)
+    np.testing.assert_array_equal(out["c"], ref_c)
+    np.testing.assert_array_equal(out["y"], ref_y)
+
+
+def test_matmulinteger_and_convinteger_are_exact_int32():
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, size=(3, 6)).astype(np.uint8)
+    w = rng.integers(-128, 128, size=(6, 4)).astype(np.int8)
+    x = rng.integers(0, 256, size=(1, 2, 5, 5)).astype(np.uint8)
+    k = rng.integers(-128, 128, size=(3, 2, 3, 3)).astype(np.int8)
+    nodes = [helper.make_node("MatMulInteger", ["a", "w", "az"], ["m"]),
+             helper.make_node("ConvInteger", ["x", "k", "xz"], ["c"], pads=[1, 1, 1, 1])]
+    m = _model(nodes, [helper.make_tensor_value_info("a", TensorProto.UINT8, [3, 6]),
+                       helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2, 5, 5])],
+               [helper.make_tensor_value_info(n, TensorProto.INT32, None) for n in "mc"],
+               {"w": w, "az": np.uint8(7), "k": k, "xz": np.uint8(130)})
+    ref_m, ref_c = _ort_session(m).run(None, {"a": a, "x": x})
+    out = run_graph(import_onnx(m), {"a": a, "x": x})
+    np.testing.assert_array_equal(out["m"], (a.astype(int) - 7) @ w.astype(int))
+    np.testing.assert_array_equal(out["m"], ref_m)
+    np.testing.assert_array_equal(out["c"], ref_c)
+
+
+def test_int4_weights_are_read():
+    """A packed INT4 weight behind DequantizeLinear (QDQ 4-bit weights)."""
+    rng = np.random.default_rng(9)
+    w4 = rng.integers(-8, 8, size=(4, 3))
+    w_t = helper.make_tensor("w4", TensorProto.INT4, [4, 3], w4.ravel().tolist())
+    nodes = [helper.make_node("DequantizeLinear", ["w4", "ws"], ["w"]),
+             helper.make_node("MatMul", ["x", "w"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     [2, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [w_t, numpy_helper.from_array(np.float32(0.25), "ws")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = 10
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    (got,) = run_graph(import_onnx(m), {"x": x}).values()
+    np.testing.assert_allclose(got, x @ (w4 * 0.25).astype(np.float32), rtol=1e-6)
+    # onnxruntime's default optimisation rewrites DQ(int4)->MatMul into MatMulNBits, which
+    # computes differently; unoptimised it is DequantizeLinear then a float MatMul.
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(got, sess.run(None, {"x": x})[0], rtol=1e-6)
+
+
+def test_unknown_contrib_op_is_refused_naming_the_node():
+    node = helper.make_node("QLinearSigmoid", ["x", "s", "z", "s", "z"], ["y"],
+                            domain="com.microsoft", name="sig7")
+    m = _model([node], [helper.make_tensor_value_info("x", TensorProto.UINT8, [4])],
+               [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
+               {"s": np.float32(0.1), "z": np.uint8(128)}, ms=True)
+    with pytest.raises(UnsupportedOpError, match="QLinearSigmoid.*sig7"):
+        import_onnx(m)
