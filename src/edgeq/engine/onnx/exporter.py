@@ -16,6 +16,7 @@ constant is checked to be exactly representable in float32.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from edgeq.numerics import IntRange
 DIALECTS = ("edgeq", "dory")
 DEFAULT_OPSET = 17
 DORY_OPSET = 10
+DORY_CODE_RESERVED = 195000  # bytes of L2 DORY keeps for code (QuantLab's export default)
 MIN_EDGEQ_INTEGER_OPSET = 11
 MIN_OPSET = 7
 MIN_IR_VERSION = 7  # what QuantLab's exporter (PyTorch 1.10) wrote
@@ -75,7 +77,15 @@ def export_onnx(
     target = Path(path)
     _check_directory(target)  # fail before the work, not after it
     model = to_onnx(graph, dialect, opset, producer)
+    config = dory_config(model, graph, target.name) if dialect == "dory" else None
     write_model(model, target)
+    if config is not None:  # DORY's side file: input precision and requant width
+        text = (json.dumps(config, indent=4) + "\n").encode()
+        cfg = target.with_name(f"config_{target.stem}.json")
+        try:
+            write_atomic(cfg, lambda f: f.write(text))
+        except EdgeqError as exc:
+            raise ModelFileError(str(exc)) from None
     return model
 
 
@@ -581,3 +591,92 @@ def _annotate_dory(model: onnx.ModelProto, graph: Graph, em: Emitter) -> None:
     for proto in model.graph.node:
         for key, value in extra.get(proto.name, {}).items():
             proto.attribute.append(helper.make_attribute(key, value))
+        _explicit_defaults(proto, graph)
+    _dory_names(model)
+
+
+# DORY's Layer_node reads these from the node (a missing `group` is a KeyError there).
+_LAYER_DEFAULTS = {
+    "Conv": ("kernel_shape", "strides", "pads", "dilations", "group"),
+    "MaxPool": ("strides", "pads"),
+    "AveragePool": ("strides", "pads"),
+}
+
+
+def _explicit_defaults(proto: onnx.NodeProto, graph: Graph) -> None:
+    """Write the ONNX defaults DORY does not assume: kernel shape, strides, pads..."""
+    keys = _LAYER_DEFAULTS.get(proto.op_type, ())
+    have = {a.name: a for a in proto.attribute}
+    if not keys:
+        return
+    if "kernel_shape" in have:
+        rank = len(have["kernel_shape"].ints)
+    else:
+        w = graph.values.get(proto.input[1]) if len(proto.input) > 1 else None
+        if w is None or w.shape is None or len(w.shape) < 3:
+            return  # the checker has accepted it; nothing to make explicit
+        rank = len(w.shape) - 2
+    defaults = {"strides": [1] * rank, "pads": [0] * (2 * rank), "dilations": [1] * rank,
+                "group": 1}
+    if "kernel_shape" not in have and "kernel_shape" in keys:
+        defaults["kernel_shape"] = [int(d) for d in graph.values[proto.input[1]].shape[2:]]
+    for key in keys:
+        if key not in have and key in defaults:
+            proto.attribute.append(helper.make_attribute(key, defaults[key]))
+
+
+def _dory_names(model: onnx.ModelProto) -> None:
+    """Name tensors and nodes as PyTorch 1.10 did for QuantLab (what DORY relies on).
+
+    Every tensor a node produces gets a decimal integer name, increasing in the
+    (topological) node order: DORY's ONNX parser orders nodes by ``int(output[0])``.
+    Nodes are named ``<op>_<index>``: DORY recognises a global pooling by ``'Global' in
+    node.name``. Graph inputs and initializers keep their names (QuantLab's are module
+    paths), unless one is itself a decimal integer, which the numbering then skips.
+    Each node's ``doc_string`` keeps the IR name of its output (``edgeq: <name>``).
+    """
+    g = model.graph
+    kept = {v.name for v in g.input} | {t.name for t in g.initializer}
+    rename: dict[str, str] = {}
+    number = len(g.input) + len(g.initializer)
+    for i, proto in enumerate(g.node):
+        proto.doc_string = f"edgeq: {proto.output[0]}"  # the IR name, for people and tests
+        proto.name = f"{proto.op_type}_{i}"
+        for j, out in enumerate(proto.output):
+            if not out:
+                continue
+            while str(number) in kept:
+                number += 1
+            rename[out] = str(number)
+            proto.output[j] = str(number)
+            number += 1
+    for proto in g.node:
+        for j, name in enumerate(proto.input):
+            proto.input[j] = rename.get(name, name)
+    for vi in list(g.output) + list(g.value_info):
+        vi.name = rename.get(vi.name, vi.name)
+
+
+def dory_config(model: onnx.ModelProto, graph: Graph, onnx_file: str) -> dict:
+    """DORY's ``config_<name>.json``: input precision and the requant constants' width.
+
+    ``BNRelu_bits`` is the width DORY stores the requantisation ``mul``/``add`` (k, l)
+    in: 32 when every one fits int32, else 64.
+    """
+    first = graph.values[graph.inputs[0]] if graph.inputs else None
+    rng = first.quant.range if first is not None and first.quant is not None else None
+    wide = False
+    for node in graph.nodes:
+        if node.op == "RequantShift":
+            for name in node.inputs[1:]:
+                data = graph.values[name].data if name in graph.values else None
+                if data is not None and data.size and np.abs(data.astype(np.int64)).max() >= 2**31:
+                    wide = True
+    return {
+        "BNRelu_bits": 64 if wide else 32,
+        "onnx_file": onnx_file,
+        "code reserved space": DORY_CODE_RESERVED,
+        "n_inputs": 1,
+        "input_bits": int(rng.bits) if rng is not None else 8,
+        "input_signed": bool(rng.is_signed) if rng is not None else False,
+    }
