@@ -28,7 +28,7 @@ from edgeq.errors import IntegerOverflowError
 from edgeq.numerics import narrowest_dtype, to_integers
 from edgeq.numerics.requant import check_fits
 
-ROUNDINGS = ("floor", "trunc")
+ROUNDINGS = ("floor", "trunc", "half_even")
 
 
 def _ints(x, what):
@@ -40,7 +40,8 @@ def requant_div(x, mul, add, *, div=1, rounding="floor", lo=None, hi=None, **ext
     """``y = clip(R((x*mul + add) / div), lo, hi)``, exact in int64.
 
     Rounding ``R``: ``"floor"`` rounds toward -inf; ``"trunc"`` rounds toward zero (C
-    integer division, ONNX integer ``Div``, a float->int ``Cast``). ``div`` is any
+    integer division, ONNX integer ``Div``, a float->int ``Cast``); ``"half_even"`` rounds
+    to nearest, ties to even (QONNX ``ROUND``). ``div`` is any
     positive integer (NEMO divides by 2^k and by 2^k - 1). Overflow: raises
     IntegerOverflowError when ``x*mul + add`` leaves int64 -- never wraps.
     """
@@ -55,8 +56,11 @@ def requant_div(x, mul, add, *, div=1, rounding="floor", lo=None, hi=None, **ext
     check_fits(x, mul, add, 64, "RequantDiv")
     v = x * mul + add
     q = np.floor_divide(v, np.int64(div))
+    r = v - q * np.int64(div)  # 0 <= r < div
     if rounding == "trunc":  # toward zero: negative inexact quotients move up by one
-        q = q + ((v < 0) & (q * np.int64(div) != v))
+        q = q + ((v < 0) & (r != 0))
+    elif rounding == "half_even":
+        q = q + ((2 * r > div) | ((2 * r == div) & (q % 2 == 1)))
     lo, hi = int(lo), int(hi)
     return np.clip(q, lo, hi).astype(narrowest_dtype(lo, hi))
 
@@ -146,46 +150,74 @@ def qlinear_global_avg_ort(x, x_scale, x_zp, y_scale, y_zp, *, lo=None, hi=None,
 
 
 # -- QONNX (float carriers) --------------------------------------------------------------
-def _qonnx_round(x, mode: str):
-    mode = mode.upper()
-    if mode == "ROUND":
-        return np.round(x)  # half to even
-    if mode == "CEIL":
-        return np.ceil(x)
-    if mode == "FLOOR":
-        return np.floor(x)
-    raise ValueError(f"rounding_mode {mode!r} is not implemented (ROUND, CEIL, FLOOR)")
+# Semantics read from qonnx 1.0.0 (src/qonnx/custom_op/general/{intquant,bipolar_quant,
+# trunc}.py): NumPy on the tensors' own dtype (float32 for Brevitas exports), in this order.
+QONNX_ROUNDING = ("ROUND", "HALF_EVEN", "CEIL", "FLOOR", "UP", "DOWN", "HALF_UP", "HALF_DOWN")
 
 
-def qonnx_bounds(bits, signed: bool, narrow: bool):
-    """Integer bounds of a qonnx ``Quant``: signed [-2^(b-1) (+1 if narrow), 2^(b-1)-1],
+def qonnx_round(x, mode: str):
+    """qonnx's ``resolve_rounding_mode``: ROUND/HALF_EVEN half to even, CEIL, FLOOR, UP
+    (away from zero), DOWN (toward zero), HALF_UP / HALF_DOWN (ties away from / toward
+    zero)."""
+    m = str(mode).upper()
+    if m in ("ROUND", "HALF_EVEN"):
+        return np.round(x)
+    if m in ("CEIL", "FLOOR", "DOWN"):
+        return {"CEIL": np.ceil, "FLOOR": np.floor, "DOWN": np.fix}[m](x)
+    if m == "UP":
+        return np.sign(x) * np.ceil(np.abs(x))
+    if m == "HALF_UP":
+        return np.sign(x) * np.floor(np.abs(x) + 0.5)
+    if m == "HALF_DOWN":
+        return np.sign(x) * np.ceil(np.abs(x) - 0.5)
+    raise ValueError(f"rounding_mode {mode!r} is not one of {QONNX_ROUNDING}")
+
+
+def qonnx_bounds(signed: bool, narrow: bool, bits):
+    """qonnx ``min_int``/``max_int``: signed [-2^(b-1) (+1 if narrow), 2^(b-1) - 1];
     unsigned [0, 2^b - 1 (-1 if narrow)]."""
-    bits = np.asarray(bits, dtype=np.float64)
+    bits = np.asarray(bits)
     if signed:
-        lo = -(2.0 ** (bits - 1)) + (1.0 if narrow else 0.0)
-        hi = 2.0 ** (bits - 1) - 1.0
-    else:
-        lo = np.zeros_like(bits)
-        hi = 2.0**bits - 1.0 - (1.0 if narrow else 0.0)
-    return lo, hi
+        lo = -(2 ** (bits - 1)) + (1 if narrow else 0)
+        return lo, 2 ** (bits - 1) - 1
+    return 0 * bits, 2**bits - 1 - (1 if narrow else 0)
+
+
+def _clamp(y, lo, hi):
+    y = np.where(y > hi, np.asarray(hi).astype(y.dtype), y)
+    return np.where(y < lo, np.asarray(lo).astype(y.dtype), y)
+
+
+def _carrier(x, *others):
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    return (x,) + tuple(np.asarray(o) for o in others)
 
 
 @register("Quant")
-def qonnx_quant(x, scale, zeropt, bitwidth, *, signed=1, narrow=0, rounding_mode="ROUND",
+def qonnx_quant(x, scale, zeropt, bitwidth, *, signed=1, narrow=1, rounding_mode="ROUND",
                 **extra):
-    """QONNX ``Quant``/``IntQuant`` (float carrier), as qonnx's executor computes it:
-    ``q = R(clip(x/scale + zeropt, lo, hi))``, ``y = (q - zeropt) * scale``, bounds from
-    :func:`qonnx_bounds`; R is half-to-even (ROUND), ceil or floor. The arithmetic is
-    float32 when the inputs are float32 (qonnx runs NumPy on the model's dtype).
-    Overflow: none (float arithmetic; the clip bounds the integer).
+    """QONNX ``Quant`` (= ``IntQuant``), float carrier, as qonnx's executor computes it:
+    ``y = x/scale + zeropt``; a 1-bit signed quantiser gives ±1 by ``y >= 0``; otherwise
+    ``y`` is clamped to :func:`qonnx_bounds` and rounded (:func:`qonnx_round`, default
+    ROUND = half to even); the output is ``(y - zeropt) * scale``. Missing attributes take
+    qonnx 1.0.0's defaults (signed=1, narrow=1, ROUND). Overflow: none (float carrier).
     """
     reject_unknown("Quant", extra)
-    dt = np.result_type(np.asarray(x).dtype, np.float32)
-    x, scale, zeropt = (np.asarray(v, dtype=dt) for v in (x, scale, zeropt))
-    lo, hi = qonnx_bounds(bitwidth, bool(signed), bool(narrow))
-    q = np.clip(x / scale + zeropt, lo.astype(dt), hi.astype(dt))
-    q = _qonnx_round(q, rounding_mode)
-    return ((q - zeropt) * scale).astype(dt)
+    x, scale, zeropt, bitwidth = _carrier(x, scale, zeropt, bitwidth)
+    y = x / scale
+    y = y + zeropt
+    if np.all(bitwidth == 1) and signed:
+        ones = np.ones(y.shape, dtype=y.dtype)
+        y = np.where(y >= 0.0, ones, -ones)
+    else:
+        y = qonnx_round(_clamp(y, *qonnx_bounds(bool(signed), bool(narrow), bitwidth)),
+                        rounding_mode)
+    return (y - zeropt) * scale
+
+
+register("IntQuant")(qonnx_quant)
 
 
 @register("BipolarQuant")
@@ -195,27 +227,41 @@ def qonnx_bipolar(x, scale, **extra):
     Rounding: none beyond the sign decision (0 maps to +1). Overflow: none (float).
     """
     reject_unknown("BipolarQuant", extra)
-    x = np.asarray(x)
-    dt = np.result_type(x.dtype, np.float32)
-    return (np.where(x >= 0, 1.0, -1.0).astype(dt) * np.asarray(scale, dtype=dt)).astype(dt)
+    x, scale = _carrier(x, scale)
+    ones = np.ones(x.shape, dtype=x.dtype)
+    return np.where(x >= 0.0, ones, -ones) * scale
 
 
 @register("Trunc")
-def qonnx_trunc(x, scale, zeropt, in_bitwidth, out_bitwidth, *, rounding_mode="FLOOR",
-                **extra):
-    """QONNX ``Trunc`` (version 1, float carrier), as qonnx's executor computes it:
-    ``q = round_half_even(x/scale + zeropt)`` (re-snap to the input grid), then
-    ``q = R(q / 2^(in_bitwidth - out_bitwidth))`` with R floor (default), ceil or
-    half-to-even, then ``y = (q - zeropt) * scale * 2^(in_bitwidth - out_bitwidth)``.
-    Overflow: none (float arithmetic).
+def qonnx_trunc(x, scale, zeropt, in_bitwidth, *rest, rounding_mode="FLOOR", signed=None,
+                narrow=None, **extra):
+    """QONNX ``Trunc`` (float carrier), as qonnx's executor computes it.
+
+    Version 1 (inputs ``x, scale, zeropt, in_bits, out_bits``): ``y = round(x/scale +
+    zeropt)`` (half to even), ``y = R(y / 2^(in_bits - out_bits))``, output
+    ``(y - zeropt) * scale`` -- qonnx keeps the *input* scale and zero point.
+    Version 2 (inputs ``…, out_scale, out_bits``, attributes ``signed``/``narrow``): the
+    divisor is ``2^round(log2(out_scale/scale))``, ``y`` is clamped to the output bit width
+    before ``R``, and the output is ``(y - zeropt/divisor) * out_scale``.
+    ``R`` is :func:`qonnx_round` of ``rounding_mode`` (default FLOOR). Overflow: none.
     """
     reject_unknown("Trunc", extra)
-    dt = np.result_type(np.asarray(x).dtype, np.float32)
-    x, scale, zeropt = (np.asarray(v, dtype=dt) for v in (x, scale, zeropt))
-    q = np.round(x / scale + zeropt)
-    k = np.asarray(2.0, dt) ** (np.asarray(in_bitwidth, dt) - np.asarray(out_bitwidth, dt))
-    q = _qonnx_round(q / k, rounding_mode)
-    return ((q - zeropt) * scale * k).astype(dt)
+    x, scale, zeropt, in_bitwidth = _carrier(x, scale, zeropt, in_bitwidth)
+    y = np.round(x / scale + zeropt)
+    if len(rest) == 1:  # version 1
+        if signed is not None or narrow is not None:
+            raise ValueError("Trunc: signed/narrow belong to version 2 (six inputs)")
+        y = qonnx_round(y / 2.0 ** (in_bitwidth - np.asarray(rest[0])), rounding_mode)
+        return (y - zeropt) * scale
+    if len(rest) != 2:
+        raise ValueError(f"Trunc: {4 + len(rest)} inputs; version 1 takes 5, version 2 six")
+    out_scale, out_bits = (np.asarray(r) for r in rest)
+    k = 2 ** np.round(np.log2(out_scale / scale))
+    y = y / k
+    y = _clamp(y, *qonnx_bounds(bool(1 if signed is None else signed), bool(narrow or 0),
+                                out_bits))
+    y = qonnx_round(y, rounding_mode)
+    return (y - zeropt / k) * out_scale
 
 
 # -- the float boundary of QDQ files -------------------------------------------------------
