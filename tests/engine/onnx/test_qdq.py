@@ -6,10 +6,6 @@ optimisation, which fuses QDQ groups into its int8 kernels), bit for bit.
 
 from __future__ import annotations
 
-import itertools
-import re
-from pathlib import Path
-
 import numpy as np
 import onnx
 import pytest
@@ -18,88 +14,17 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeq.engine.backends.reference.executor import run_graph
 from edgeq.engine.onnx import import_onnx
 from edgeq.errors import UnsupportedOpError
+from tests.engine.onnx.qdq_builder import VARIANTS, agreement, has_vnni, quantise_all
 
 ort = pytest.importorskip("onnxruntime")
-quantization = pytest.importorskip("onnxruntime.quantization")
-torch = pytest.importorskip("torch")
-
-MODELS = {"cnn": (1, 1, 8, 8), "resnet": (1, 1, 8, 8), "mbv1": (1, 3, 32, 32)}
-VARIANTS = list(itertools.product(MODELS, ["QDQ", "QOperator"], ["U8", "S8"], [False, True]))
-
-
-def _has_vnni() -> bool:
-    """Without VNNI, onnxruntime's U8S8 x86 kernels may saturate int16 pair sums
-    (vpmaddubsw), which no exact integer reading reproduces."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_vnni|avx_vnni)\b", flags))
-
-
-def _net(name):
-    from edgeq.models.digits_cnn import DigitsCNN
-    from edgeq.models.mobilenet_v1 import mobilenet_v1_3ddfa
-    from edgeq.models.resnet import DigitsResNet
-
-    torch.manual_seed(0)
-    return {"cnn": DigitsCNN, "resnet": DigitsResNet,
-            "mbv1": lambda: mobilenet_v1_3ddfa(width=0.25)}[name]().eval()
-
-
-def _export(name, path: Path) -> None:
-    """torch export, then Constant/Identity-of-initializer nodes become initializers (the
-    quantiser wants constant biases as initializers)."""
-    torch.onnx.export(_net(name), torch.randn(*MODELS[name]), str(path), input_names=["x"],
-                      output_names=["y"], opset_version=17, dynamo=False)
-    m = onnx.load(str(path))
-    inits = {i.name: i for i in m.graph.initializer}
-    keep = []
-    for n in m.graph.node:
-        src = None
-        if n.op_type == "Constant":
-            src = helper.get_attribute_value(n.attribute[0])
-        elif n.op_type == "Identity" and n.input[0] in inits:
-            src = inits[n.input[0]]
-        if src is None:
-            keep.append(n)
-            continue
-        t = onnx.TensorProto()
-        t.CopyFrom(src)
-        t.name = n.output[0]
-        m.graph.initializer.append(t)
-        inits[t.name] = t
-    del m.graph.node[:]
-    m.graph.node.extend(keep)
-    onnx.save(m, str(path))
-
-
-class _Calib(quantization.CalibrationDataReader):
-    def __init__(self, shape):
-        rng = np.random.default_rng(0)
-        self._it = iter([{"x": rng.standard_normal(shape).astype(np.float32)}
-                         for _ in range(2)])
-
-    def get_next(self):
-        return next(self._it, None)
+pytest.importorskip("onnxruntime.quantization")
+pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="session")
 def quantised(tmp_path_factory):
     """Every (model, format, activation type, per-channel) file, written once."""
-    d = tmp_path_factory.mktemp("qdq")
-    files = {}
-    for name in MODELS:
-        _export(name, d / f"{name}.onnx")
-    for name, fmt, act, pc in VARIANTS:
-        out = d / f"{name}_{fmt}_{act}S8_{'pc' if pc else 'pt'}.onnx"
-        quantization.quantize_static(
-            str(d / f"{name}.onnx"), str(out), _Calib(MODELS[name]),
-            quant_format=getattr(quantization.QuantFormat, fmt),
-            activation_type=getattr(quantization.QuantType, "QUInt8" if act == "U8" else "QInt8"),
-            weight_type=quantization.QuantType.QInt8, per_channel=pc)
-        files[(name, fmt, act, pc)] = out
-    return files
+    return quantise_all(tmp_path_factory.mktemp("qdq"))
 
 
 def _ort_session(model: onnx.ModelProto, extra_outputs=()):
@@ -110,31 +35,9 @@ def _ort_session(model: onnx.ModelProto, extra_outputs=()):
     return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def agreement(path, n_inputs=4, scale=1.5):
-    """(exact fraction, max |diff| in LSB, number of values) of the last quantised tensor
-    (the input of the final DequantizeLinear), edgeq vs onnxruntime, on random inputs."""
-    model = onnx.load(str(path))
-    yq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"][-1].input[0]
-    sess = _ort_session(model, [yq])
-    graph = import_onnx(path)
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    same = total = worst = 0
-    for seed in range(n_inputs):
-        x = (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
-        ref_q, ref_y = sess.run([yq, model.graph.output[0].name], {"x": x})
-        seen: dict[str, np.ndarray] = {}
-        out = run_graph(graph, {"x": x}, observe=seen.__setitem__)
-        diff = np.abs(seen[yq].astype(np.int64) - ref_q.astype(np.int64))
-        same, total = same + int((diff == 0).sum()), total + diff.size
-        worst = max(worst, int(diff.max()))
-        if not diff.any():  # then the float output is the same float32 computation
-            np.testing.assert_array_equal(out[graph.outputs[0]], ref_y)
-    return same / total, worst, total
-
-
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v)))
 def test_matches_onnxruntime_exactly(quantised, variant):
-    if variant[2] == "U8" and not _has_vnni():
+    if variant[2] == "U8" and not has_vnni():
         pytest.skip("U8S8 on a CPU without VNNI: onnxruntime may saturate int16 pair sums")
     exact, worst, _ = agreement(quantised[variant])
     assert (exact, worst) == (1.0, 0)
