@@ -171,3 +171,15 @@ def test_unknown_contrib_op_is_refused_naming_the_node():
                {"s": np.float32(0.1), "z": np.uint8(128)}, ms=True)
     with pytest.raises(UnsupportedOpError, match="QLinearSigmoid.*sig7"):
         import_onnx(m)
+
+
+def test_quantising_to_int4_is_refused_naming_the_node():
+    zp = helper.make_tensor("z4", TensorProto.INT4, [], [0])
+    node = helper.make_node("QuantizeLinear", ["x", "s", "z4"], ["y"], name="q4")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                      [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT4, None)],
+                          [zp, numpy_helper.from_array(np.float32(0.1), "s")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    with pytest.raises(UnsupportedOpError, match="QuantizeLinear.*q4.*4-bit"):
+        import_onnx(m)

@@ -69,8 +69,9 @@ class _Model:
 
     def __init__(self, model: onnx.ModelProto, source: str) -> None:
         self.source = source
-        self.consts: dict[str, np.ndarray] = {
-            i.name: _unpack(numpy_helper.to_array(i)) for i in model.graph.initializer}
+        raw = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        self.four_bit = {k for k, v in raw.items() if v.dtype.name in ("int4", "uint4")}
+        self.consts: dict[str, np.ndarray] = {k: _unpack(v) for k, v in raw.items()}
         self.nodes: list[onnx.NodeProto] = []
         for n in model.graph.node:
             if n.op_type == "Constant" and not n.domain:
@@ -263,6 +264,8 @@ def lower(m: _Model) -> None:
         elif node.domain == MS:
             raise UnsupportedOpError(f"{MS}.{op}", node.name, m.opset,
                                      "no onnxruntime-exact lowering for this contrib op")
+        elif op == "QuantizeLinear" and set(node.input[2:3]) & m.four_bit:
+            raise UnsupportedOpError(op, node.name, m.opset, "quantising to a 4-bit type")
         else:
             out.append(node)
     m.nodes = out
@@ -316,6 +319,8 @@ def _lower_linear(m: _Model, node: onnx.NodeProto) -> list[onnx.NodeProto]:
     else:  # ConvInteger / MatMulInteger: (x, w, x_zp, w_zp)
         x, w, xz, wz = i[:4]
         xs = ws = ys = yz = b = ""
+    if op == "QGemm" and not ys:
+        raise UnsupportedOpError(op, name, m.opset, "QGemm without y_scale has a float output")
     wq = m.const(w)
     if wq is None:
         raise UnsupportedOpError(op, name, m.opset, "the weight must be a constant")
