@@ -213,6 +213,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except (Exception, RecursionError, MemoryError) as exc:  # last resort: still one line
+        print(f"error: edgeq {args.command} {_subject(args)}: unexpected "
+              f"{type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _subject(args: argparse.Namespace) -> str:
+    """The file or directory a command works on, for the last-resort error line."""
+    for key in ("model", "config", "run_dir", "out"):
+        if getattr(args, key, None):
+            return str(getattr(args, key))
+    return ""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else "(no message)"
 
 
 if __name__ == "__main__":

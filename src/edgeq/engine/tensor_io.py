@@ -20,6 +20,7 @@ renamed over the target only once complete.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
@@ -32,6 +33,8 @@ import numpy as np
 from edgeq.errors import ConfigError, EdgeqError, InputFileError
 
 LAYOUTS = ("chw", "hwc")
+MAX_INPUT_ELEMENTS = 2**27  # per input file, checked before anything is allocated
+NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: what the engine takes
 
 _HEADER = re.compile(r"^#\s*(?P<name>.*?)\s*\(\s*shape\s*\[(?P<shape>[^\]]*)\]\s*\)\s*,?\s*$")
 _INT = re.compile(r"^[+-]?\d+$")
@@ -105,7 +108,8 @@ def read_text_vector(path: str | os.PathLike, layout: str = "chw") -> tuple[str,
     if not lines:
         raise InputFileError(f"{path}:1: empty file, expected a '# name (shape [...])' header")
     name, shape = _parse_header(lines[0], path)
-    expected = int(np.prod(shape, dtype=np.int64))
+    _check_elements(path, shape)
+    expected = math.prod(shape)
     values: list[int | float] = []
     for lineno, line in enumerate(lines[1:], start=2):
         token = line.strip()
@@ -140,8 +144,45 @@ def _read_lines(path: Path) -> list[str]:
         raise InputFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
+def _check_npy_header(path: Path) -> None:
+    """Refuse, from the header alone, arrays too large or of a non-numeric dtype."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such file") from None
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError) as exc:
+        if zipfile_magic(path):
+            return  # an .npz archive: reported below
+        raise InputFileError(f"{path}: not a valid .npy file: {_one_line(exc)}") from None
+    _check_elements(path, shape)
+    if dtype.kind not in NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype:
+        raise InputFileError(f"{path}: dtype {dtype} is not a numeric (bool, integer or "
+                             "float) array")
+
+
+def zipfile_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _check_elements(path: Path, shape) -> None:
+    n = math.prod(int(d) for d in shape)
+    if n > MAX_INPUT_ELEMENTS:
+        raise InputFileError(f"{path}: declares {n} elements (shape {list(shape)}), more "
+                             f"than the {MAX_INPUT_ELEMENTS} an input may have")
+
+
 def read_npy(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
+    _check_npy_header(path)
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:

@@ -102,7 +102,8 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         _num("training.fp_epochs", self.fp_epochs, 0, 10000, integer=True)
-        _num("training.qat_epochs", self.qat_epochs, 0, 10000, integer=True)
+        # 0 QAT epochs would leave the quantisers unstarted: F2T has no final ε to convert
+        _num("training.qat_epochs", self.qat_epochs, 1, 10000, integer=True)
         _num("training.lr", self.lr, 1e-8, 10.0)
         _num("training.qat_lr", self.qat_lr, 1e-8, 10.0)
         if self.freeze_epoch is not None:

@@ -165,8 +165,10 @@ def rebuild_fq(config: PipelineConfig, state_path: Path):
     try:
         state = torch.load(state_path, weights_only=True)
         fq.load_state_dict(state)
-    except (OSError, RuntimeError) as exc:
-        raise ConfigError(f"{state_path}: cannot load the FQ state ({exc})") from None
+    except Exception as exc:  # torch.load raises many types on a corrupt file
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ConfigError(f"{state_path}: cannot load the FQ state "
+                          f"({type(exc).__name__}: {first})") from None
     return fq.eval()
 
 
@@ -257,8 +259,12 @@ def run_pipeline(config: PipelineConfig, force: bool = False, progress: bool = T
     """Run every seed, then move the results into the output directory in one step."""
     out = Path(out_dir or config.output_dir)
     _check_output(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:  # e.g. a parent that is a regular file
+        raise ConfigError(f"output directory {out}: cannot create it "
+                          f"({exc.strerror or exc})") from None
     threads = torch.get_num_threads()
     # These networks are tiny: one thread is faster and immune to a busy second core.
     torch.set_num_threads(1)
