@@ -183,3 +183,26 @@ def test_quantising_to_int4_is_refused_naming_the_node():
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
     with pytest.raises(UnsupportedOpError, match="QuantizeLinear.*q4.*4-bit"):
         import_onnx(m)
+
+
+@pytest.mark.parametrize("qdq", [False, True])
+def test_qlinearmatmul_per_column_matches_onnxruntime(qdq):
+    rng = np.random.default_rng(11)
+    b = rng.integers(-128, 128, size=(16, 5)).astype(np.int8)
+    inits = {"as": np.float32(0.02), "az": np.uint8(121), "b": b,
+             "bs": rng.uniform(0.001, 0.01, 5).astype(np.float32), "bz": np.zeros(5, np.int8),
+             "ys": np.float32(0.05), "yz": np.uint8(100)}
+    if qdq:  # DQ(a), DQ(b, per column) -> MatMul -> Q, as the quantiser writes it
+        nodes = [helper.make_node("DequantizeLinear", ["a", "as", "az"], ["af"]),
+                 helper.make_node("DequantizeLinear", ["b", "bs", "bz"], ["bf"], axis=1),
+                 helper.make_node("MatMul", ["af", "bf"], ["yf"]),
+                 helper.make_node("QuantizeLinear", ["yf", "ys", "yz"], ["y"])]
+    else:
+        nodes = [helper.make_node("QLinearMatMul",
+                                  ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"])]
+    m = _model(nodes, [helper.make_tensor_value_info("a", TensorProto.UINT8, [7, 16])],
+               [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)
+    a = rng.integers(0, 256, size=(7, 16)).astype(np.uint8)
+    got, ref = _both(m, {"a": a})
+    assert "QLinearRequant" in {n.op for n in import_onnx(m).nodes}
+    np.testing.assert_array_equal(got, ref)

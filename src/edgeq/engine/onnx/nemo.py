@@ -161,6 +161,8 @@ def _chain_after(graph: Graph, div: Node) -> tuple[list[Node], str]:
             rounding = "trunc"
         elif u.op not in ("Cast", "Floor", "Clip"):
             break
+        elif u.op == "Clip" and any(i and graph.const(i) is None for i in u.inputs[1:]):
+            break  # bounds computed at run time: not a requantisation clip
         tail.append(u)
         cur = u.outputs[0]
         if u.op == "Clip":
