@@ -9,9 +9,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeq.engine.backends.reference.executor import run_graph
+from edgeq.engine.backends.reference.thirdparty import qlinear_requant
 from edgeq.engine.onnx import import_onnx
 from edgeq.errors import UnsupportedOpError
 from tests.engine.onnx.qdq_builder import VARIANTS, agreement, has_vnni, quantise_all
@@ -206,3 +209,21 @@ def test_qlinearmatmul_per_column_matches_onnxruntime(qdq):
     got, ref = _both(m, {"a": a})
     assert "QLinearRequant" in {n.op for n in import_onnx(m).nodes}
     np.testing.assert_array_equal(got, ref)
+
+
+def _f32(v: float) -> float:
+    """Round a Python float to the nearest float32 (ties to even), via the C cast."""
+    import struct
+
+    return struct.unpack("f", struct.pack("f", v))[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-2**31 + 1, 2**31 - 1), min_size=1, max_size=8),
+       st.floats(2.0**-20, 4.0, allow_nan=False, width=32), st.integers(-128, 127))
+def test_qlinear_requant_matches_a_float32_model_in_python(accs, mult, zp):
+    """fp32(acc) * fp32(M), rounded once to float32, then half to even (Python's round),
+    plus the zero point, saturated to int8 -- computed without NumPy."""
+    y = qlinear_requant(np.array(accs), np.float32(mult), np.int64(zp), lo=-128, hi=127)
+    want = [min(max(round(_f32(_f32(float(a)) * mult)) + zp, -128), 127) for a in accs]
+    assert y.tolist() == want
