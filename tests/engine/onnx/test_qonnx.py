@@ -166,3 +166,19 @@ def test_requant_div_half_even_matches_fractions(xs, div):
     y = requant_div(np.array(xs), np.int64(1), np.int64(0), div=div, rounding="half_even",
                     lo=-2**40, hi=2**40)
     assert y.tolist() == [_round_half_even(Fraction(x, div)) for x in xs]
+
+
+def test_power_of_two_gemm_lowers_to_exact_integers():
+    """A Brevitas QuantLinear: Gemm(transB=1) on Quant'd input and weight, signed output."""
+    rng = np.random.default_rng(4)
+    w = rng.integers(-127, 128, size=(5, 12)).astype(np.float32) * 2.0**-7
+    nodes = _quant("x", "xq", 2.0**-4, 0, 8) + _quant("w", "wq", 2.0**-7, 0, 8, narrow=1)
+    nodes.append(helper.make_node("Gemm", ["xq", "wq"], ["g"], transB=1, name="fc"))
+    nodes += _quant("g", "y", 2.0**-6, 0, 8)
+    model = _model(nodes, {"w": w}, [3, 12])
+    graph = import_onnx(model)
+    assert "RequantDiv" in {n.op for n in graph.nodes}
+    for seed in range(4):
+        x = (np.random.default_rng(seed).standard_normal((3, 12)) * 3).astype(np.float32)
+        np.testing.assert_array_equal(run_graph(graph, {"x": x})["y"],
+                                      _qonnx_exec(model, x)["y"])

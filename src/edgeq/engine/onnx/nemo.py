@@ -271,7 +271,7 @@ def _bypass(graph: Graph, node: Node) -> None:
     graph.nodes.remove(node)
     if dst in graph.outputs:  # keep the output's name: rename the producer's output
         producer = graph.producer(src)
-        if producer is not None and single_consumer_or_none(graph, src):
+        if producer is not None and _unread(graph, src):
             producer.outputs[producer.outputs.index(src)] = dst
             graph.remove_unused()
             return
@@ -282,7 +282,8 @@ def _bypass(graph: Graph, node: Node) -> None:
     graph.remove_unused()
 
 
-def single_consumer_or_none(graph: Graph, value: str) -> bool:
+def _unread(graph: Graph, value: str) -> bool:
+    """No node reads ``value`` and it is not a graph output."""
     return value not in graph.outputs and not graph.consumers(value)
 
 

@@ -138,7 +138,10 @@ def _lower_one(graph: Graph, lin: Node) -> None:
         return
     w_int = _int_quant_values(graph, qw)
     lo_x, hi_x = _range(px)
-    k_len = int(np.prod(w_int.shape[1:])) if lin.op == "Conv" else w_int.shape[0]
+    if lin.op == "Conv":
+        k_len = int(np.prod(w_int.shape[1:]))
+    else:  # MatMul (K, N) / Gemm B, (N, K) when transB
+        k_len = w_int.shape[-1] if lin.attrs.get("transB", 0) else w_int.shape[-2]
     bound = k_len * max(abs(lo_x), abs(hi_x)) * int(np.abs(w_int).max(initial=0))
     if bias is not None:
         bound += int(np.abs(bias).max(initial=0))
@@ -165,9 +168,9 @@ def _bias_ints(graph: Graph, lin: Node, s_x, s_w):
     pb = _quant_params(graph, qb)
     if pb is None or graph.const(qb.inputs[0]) is None:
         return False
-    want = np.asarray(s_x, np.float64).ravel() * np.asarray(s_w, np.float64).ravel()
-    if not np.array_equal(np.asarray(pb[0], np.float64).ravel() * np.ones_like(want),
-                          want * np.ones_like(np.asarray(pb[0], np.float64).ravel())):
+    # s_w is uniform here (one shift k for all channels), so one product to compare with
+    want = float(np.ravel(s_x)[0]) * float(np.ravel(s_w)[0])
+    if not np.all(np.asarray(pb[0], np.float64) == want):
         return False
     return _int_quant_values(graph, qb)
 
