@@ -70,6 +70,7 @@ def validate_model(model: onnx.ModelProto, source: str) -> None:
     g = model.graph
     if len(g.node) > MAX_NODES:
         raise ModelFileError(f"{source}: {len(g.node)} nodes, more than the {MAX_NODES} allowed")
+    _check_text(g, source)
     opset = _opset(model)
     _check_names(g, source)
     for t in g.initializer:
@@ -84,6 +85,18 @@ def validate_model(model: onnx.ModelProto, source: str) -> None:
     for prop in model.metadata_props:
         if prop.key == "edgeq.annotations":
             check_json_text(prop.value, f"{source}: metadata 'edgeq.annotations'")
+
+
+def _check_text(g: onnx.GraphProto, source: str) -> None:
+    """Every name is text: protobuf hands back ``bytes`` for invalid UTF-8."""
+    names = [v.name for v in list(g.input) + list(g.output) + list(g.value_info)]
+    names += [t.name for t in g.initializer]
+    for n in g.node:
+        names += [n.name, n.op_type, n.domain, *n.input, *n.output]
+        names += [a.name for a in n.attribute]
+    bad = next((x for x in names if not isinstance(x, str)), None)
+    if bad is not None:
+        raise ModelFileError(f"{source}: a name or op type is not UTF-8 text ({bad[:40]!r})")
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -290,6 +303,8 @@ def _check_quantlab_divisors(g: onnx.GraphProto, source: str) -> None:
 # -- JSON -------------------------------------------------------------------------------------
 def check_json_text(text: str, what: str) -> None:
     """Size and nesting depth of a JSON text, checked before ``json.loads`` recurses."""
+    if not isinstance(text, str):  # protobuf hands back bytes for invalid UTF-8
+        raise ModelFileError(f"{what}: not UTF-8 text")
     if len(text) > MAX_ANNOTATION_BYTES:
         raise ModelFileError(f"{what}: {len(text)} bytes, more than {MAX_ANNOTATION_BYTES}")
     depth = deepest = 0
