@@ -32,6 +32,7 @@ from edgeq.numerics import IntRange
 
 QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas")
 QONNX_OPS = ("Quant", "IntQuant", "BipolarQuant", "Trunc")
+ARITY = {"Quant": 4, "IntQuant": 4, "BipolarQuant": 2}
 FLOAT32_EXACT = 2**24
 
 
@@ -49,9 +50,11 @@ def import_qonnx(model: onnx.ModelProto, source: str, lower: bool = True) -> Gra
             if node.op_type not in QONNX_OPS:
                 raise UnsupportedOpError(f"{node.domain}.{node.op_type}", node.name or "?",
                                          default_opset(model), "not a QONNX quantiser")
-            if node.op_type == "Trunc" and len(node.input) != (5 if version < 2 else 6):
-                raise UnsupportedOpError("Trunc", node.name or "?", version,
-                                         f"{len(node.input)} inputs for Trunc version {version}")
+            want = ARITY[node.op_type] if node.op_type != "Trunc" else (5 if version < 2 else 6)
+            if len(node.input) != want:
+                raise UnsupportedOpError(
+                    f"{node.domain}.{node.op_type}", node.name or "?", version,
+                    f"{len(node.input)} inputs, version {version} takes {want}")
             node.domain = ""
     del m.opset_import[:]
     m.opset_import.extend(op for op in model.opset_import if op.domain not in QONNX_DOMAINS)
