@@ -160,3 +160,26 @@ def test_requant_div_matches_python_ints(xs, mul, add, div, rounding):
     want = [min(max(_py_round(Fraction(x * mul + add, div), rounding), -2**40), 2**40)
             for x in xs]
     assert y.tolist() == want
+
+
+def test_nemo_average_pool_export_is_exact():
+    """PACT_IntegerAvgPool2d as exported: AveragePool(3x3) -> Mul(9) -> Mul(ratio) ->
+    Div(D) -> Floor, i.e. floor(sum * ratio / D)."""
+    ratio, d = 57, 512  # round(D / 9) with D = 512
+    nodes = [helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[3, 3],
+                              strides=[3, 3]),
+             _const("k", 9.0), helper.make_node("Mul", ["p", "k"], ["s"]),
+             _const("r", float(ratio)), helper.make_node("Mul", ["s", "r"], ["t"]),
+             _const("d", float(d)), helper.make_node("Div", ["t", "d"], ["q"]),
+             helper.make_node("Floor", ["q"], ["y"])]
+    g = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 2, 6, 6])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, None)])
+    graph = import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 9)]))
+    rq = next(n for n in graph.nodes if n.op in ("RequantShift", "RequantDiv"))
+    assert rq.op == "RequantShift" and rq.attrs["shift"] == 9
+    x = np.random.default_rng(2).integers(0, 256, size=(1, 2, 6, 6))
+    (y,) = run_graph(graph, {"x": x.astype(np.uint8)}).values()
+    sums = x.reshape(1, 2, 2, 3, 2, 3).sum(axis=(3, 5))
+    np.testing.assert_array_equal(y, [[[[int(v) * ratio // d for v in row] for row in ch]
+                                       for ch in sums[0]]])

@@ -137,7 +137,10 @@ def _chain_before(graph: Graph, div: Node, d: int):
             k, sum_node, extra = quantlab._sum_pool(graph, p)
             graph.values.update(extra)
             graph.nodes[graph.nodes.index(p)] = sum_node
-            add, d = add * k, d * k  # mean*mul + add = (sum*mul + add*k) / k
+            if np.all(mul % k == 0):  # NEMO's avg pool multiplies the mean by k first
+                mul = mul // k
+            else:  # mean*mul + add = (sum*mul + add*k) / k
+                add, d = add * k, d * k
             break
         else:
             break
