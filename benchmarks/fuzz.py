@@ -279,7 +279,7 @@ def m_metadata(g, model, rng):
     p = props[0]
     try:
         data = json.loads(p.value)
-    except ValueError:
+    except (ValueError, RecursionError):  # an earlier mutation of this case broke it
         data = {}
     choice = rng.randrange(7)
     if choice == 0:
