@@ -131,6 +131,7 @@ def test_absurd_declared_shape(dim, tmp_path, never_runs):
     ({"kernel_shape": [0, 3]}, "'kernel_shape' = \\[0, 3\\] has a value below 1"),
     ({"strides": [0, 1]}, "'strides'"),
     ({"group": 0}, "'group' = 0"),
+    ({"pads": [0, 0, 2**40, 0]}, "'pads' = .* has a value above 65536"),
     ({"group": 1.5}, "has type FLOAT, the Conv schema says INT"),
 ])
 def test_conv_attributes(attrs, match, tmp_path, never_runs):

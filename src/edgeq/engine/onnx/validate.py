@@ -14,7 +14,8 @@ attribute, instead of a ``KeyError``, ``MemoryError`` or ``RecursionError`` deep
   data, and exactly as much data as the dims need;
 - declared shapes (inputs, outputs, ``value_info``): no negative dim, no dim over
   :data:`MAX_DIM`, and at most :data:`MAX_TENSOR_ELEMENTS` elements;
-- attributes: the type the op's schema states; kernel/stride/pad/dilation/group ranges;
+- attributes: the type the op's schema states; kernel/stride/pad/dilation/group ranges
+  (at most :data:`MAX_GEOMETRY`);
   finite ``Gemm`` ``alpha``/``beta``; QuantLab/DORY annotations as integers in their range
   (bit widths 1..32, shifts >= 0, ``n_levels`` >= 2, flags 0/1) and the requantisation
   ``Div`` of a QuantLab file by a power of two;
@@ -37,6 +38,7 @@ MAX_NODES = 1_000_000
 MAX_ANNOTATION_BYTES = 64 * 2**20
 MAX_JSON_DEPTH = 32
 MAX_ATTR_LIST = 4096
+MAX_GEOMETRY = 2**16  # kernel sizes, strides, pads, dilations: beyond this only allocation bombs
 
 A = onnx.AttributeProto
 # element type -> (bytes per element in raw_data, or None for packed 4-bit, the typed field)
@@ -259,6 +261,9 @@ def _check_op_ranges(node: onnx.NodeProto, where: str) -> None:
         if key in attrs and any(v < minimum for v in attrs[key].ints):
             raise ModelFileError(f"{where}: attribute '{key}' = {list(attrs[key].ints)} "
                                  f"has a value below {minimum}")
+        if key in attrs and any(v > MAX_GEOMETRY for v in attrs[key].ints):
+            raise ModelFileError(f"{where}: attribute '{key}' = {list(attrs[key].ints)} "
+                                 f"has a value above {MAX_GEOMETRY}")
     if "kernel_shape" in attrs:
         rank = len(attrs["kernel_shape"].ints)
         if rank == 0:
