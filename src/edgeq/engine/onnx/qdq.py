@@ -34,6 +34,7 @@ from onnx import helper, numpy_helper
 
 from edgeq.engine.ir import EDGEQ_DOMAIN, IR_OPS, Graph, QuantInfo
 from edgeq.engine.onnx.reader import default_opset, infer_shapes, to_graph
+from edgeq.engine.onnx.validate import check_shapes_after_inference
 from edgeq.errors import UnsupportedOpError
 from edgeq.numerics import IntRange
 
@@ -379,7 +380,9 @@ def _to_ir(original: onnx.ModelProto, m: _Model) -> Graph:
     graph_proto = helper.make_graph(m.nodes, g.name or "graph", inputs, list(g.output), inits)
     model = helper.make_model(graph_proto, opset_imports=list(original.opset_import))
     model.ir_version = original.ir_version
-    graph = to_graph(infer_shapes(model, m.source), m.source)
+    inferred = infer_shapes(model, m.source)
+    check_shapes_after_inference(inferred, m.source)
+    graph = to_graph(inferred, m.source)
     for node in graph.nodes:
         if node.op in IR_OPS:
             node.domain = EDGEQ_DOMAIN

@@ -27,6 +27,7 @@ import onnx
 
 from edgeq.engine.ir import EDGEQ_DOMAIN, Graph, Node, QuantInfo, Value
 from edgeq.engine.onnx.reader import default_opset, infer_shapes, to_graph
+from edgeq.engine.onnx.validate import check_shapes_after_inference
 from edgeq.errors import UnsupportedOpError
 from edgeq.numerics import IntRange
 
@@ -58,7 +59,9 @@ def import_qonnx(model: onnx.ModelProto, source: str, lower: bool = True) -> Gra
             node.domain = ""
     del m.opset_import[:]
     m.opset_import.extend(op for op in model.opset_import if op.domain not in QONNX_DOMAINS)
-    graph = to_graph(infer_shapes(m, source), source)
+    inferred = infer_shapes(m, source)
+    check_shapes_after_inference(inferred, source)
+    graph = to_graph(inferred, source)
     graph.meta["dialect"] = "qonnx"
     if lower:
         graph = lower_to_integers(graph)
