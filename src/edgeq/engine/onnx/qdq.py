@@ -334,10 +334,15 @@ def _lower_linear(m: _Model, node: onnx.NodeProto) -> list[onnx.NodeProto]:
     w_axis = {"QLinearConv": 0, "ConvInteger": 0}.get(op, 1)
     if op == "QGemm" and _attr(node, "transB", 0):
         w_axis = 0
-    wz_arr = _per_channel(_zp_array(m, wz), wq.ndim, w_axis)
-    w_int = wq.astype(np.int64) - wz_arr
-    w_name = m.add_const(f"{name}.w", w_int.astype(np.int16 if np.abs(w_int).max() > 127
-                                                  else np.int8))
+    wz_arr = _zp_array(m, wz)
+    if wq.dtype not in (np.int8, np.uint8) or wq.ndim <= w_axis or wz_arr.size not in (
+            1, wq.shape[w_axis]):
+        raise UnsupportedOpError(op, name, m.opset, f"weight {wq.dtype}{list(wq.shape)} with "
+                                 f"{wz_arr.size} zero point(s): 8-bit weights, one zero point "
+                                 "per tensor or per output channel expected")
+    w_int = wq.astype(np.int64) - _per_channel(wz_arr, wq.ndim, w_axis)
+    narrow = np.int8 if w_int.size and -128 <= w_int.min() and w_int.max() <= 127 else np.int16
+    w_name = m.add_const(f"{name}.w", w_int.astype(narrow))  # w - w_zp lies in [-255, 255]
     acc = f"{name}.acc" if ys else node.output[0]
     lin_in = [xi, w_name] + ([b] if b else [])
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
