@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-MODELS = {"cnn": (1, 1, 8, 8), "resnet": (1, 1, 8, 8), "mbv1": (1, 3, 32, 32)}
+MODELS = {"cnn": (1, 1, 8, 8), "resnet": (1, 1, 8, 8), "concat": (1, 1, 8, 8),
+          "mbv1": (1, 3, 32, 32)}
 VARIANTS = list(itertools.product(MODELS, ["QDQ", "QOperator"], ["U8", "S8"], [False, True]))
 
 
@@ -31,12 +32,13 @@ def has_vnni() -> bool:
 def _net(name):
     import torch
 
+    from edgeq.models.concat_net import DigitsConcatNet
     from edgeq.models.digits_cnn import DigitsCNN
     from edgeq.models.mobilenet_v1 import mobilenet_v1_3ddfa
     from edgeq.models.resnet import DigitsResNet
 
     torch.manual_seed(0)
-    return {"cnn": DigitsCNN, "resnet": DigitsResNet,
+    return {"cnn": DigitsCNN, "resnet": DigitsResNet, "concat": DigitsConcatNet,
             "mbv1": lambda: mobilenet_v1_3ddfa(width=0.25)}[name]().eval()
 
 

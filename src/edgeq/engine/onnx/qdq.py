@@ -19,7 +19,8 @@ bit for bit, not what a "dequantise -> float op -> quantise" reading gives.
      fit int32) -> ``QLinearRequant(acc, fp32(fp32(s_x*s_w)/s_y), y_zp)``;
    - ``ConvInteger/MatMulInteger``: the exact int32 accumulator (no requantisation);
    - ``QLinearAdd`` -> ``QLinearAddOrt``; ``QLinearGlobalAveragePool`` ->
-     ``QLinearAvgPoolOrt``;
+     ``QLinearAvgPoolOrt``; ``QLinearConcat`` -> per-input DequantizeLinear ->
+     QuantizeLinear (onnxruntime's lookup table) where the scales differ, then ``Concat``;
    - ``QuantizeLinear``/``DequantizeLinear`` at the float boundary keep their ONNX
      meaning (kernels: float32 division, half-to-even, saturation).
 
@@ -257,6 +258,8 @@ def lower(m: _Model) -> None:
             attrs = _out_range(m, node.input[7] if len(node.input) > 7 else "")
             attrs["u8_shift"] = _attr(node, "u8_shift", 0)
             out.append(_ir_node(m, node, "QLinearAddOrt", list(node.input), attrs))
+        elif op == "QLinearConcat":
+            out += _lower_concat(m, node)
         elif op == "QLinearGlobalAveragePool":
             if _attr(node, "channels_last", 0):
                 raise UnsupportedOpError(op, node.name, m.opset, "channels_last=1")
@@ -365,6 +368,32 @@ def _lower_linear(m: _Model, node: onnx.NodeProto) -> list[onnx.NodeProto]:
         "QLinearRequant", [acc, m.add_const(f"{name}.multiplier", mult),
                            m.add_const(f"{name}.y_zp", _zp_array(m, yz))],
         [node.output[0]], name=f"{name}.requant", **_out_range(m, yz)))
+    return nodes
+
+
+def _lower_concat(m: _Model, node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """``QLinearConcat(y_s, y_zp, (x_i, s_i, zp_i)...)``: onnxruntime maps each input whose
+    scale or zero point differs from the output's through a 256-entry table built as
+    ``QuantizeLinear(fp32(s_i * (v - zp_i)), y_s, y_zp)`` -- exactly DequantizeLinear then
+    QuantizeLinear -- and copies the others; then concatenates the integers."""
+    ins, name = list(node.input), node.name or "QLinearConcat"
+    ys, yz, triples = ins[0], ins[1], ins[2:]
+    if len(triples) % 3 or not triples:
+        raise UnsupportedOpError("QLinearConcat", name, m.opset, "inputs are not (x, s, zp)s")
+    nodes, parts = [], []
+    for i in range(0, len(triples), 3):
+        x, xs, xz = triples[i:i + 3]
+        same = all(m.const(a) is not None and m.const(b) is not None
+                   and np.array_equal(m.const(a), m.const(b)) for a, b in ((xs, ys), (xz, yz)))
+        if same:
+            parts.append(x)
+            continue
+        real, q = f"{name}.in{i // 3}.real", f"{name}.in{i // 3}.q"
+        nodes += [helper.make_node("DequantizeLinear", [x, xs, xz], [real], name=f"{real}.dq"),
+                  helper.make_node("QuantizeLinear", [real, ys, yz], [q], name=f"{q}.q")]
+        parts.append(q)
+    nodes.append(helper.make_node("Concat", parts, list(node.output), name=name,
+                                  axis=_attr(node, "axis", 1)))
     return nodes
 
 
