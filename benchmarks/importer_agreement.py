@@ -1,7 +1,8 @@
 """Agreement of edgeq's third-party importers with the tools that define those formats.
 
-- **onnxruntime QDQ / QOperator** (24 files: DigitsCNN, DigitsResNet, MobileNetV1-3DDFA
-  width 0.25; QDQ and QOperator; U8S8 and S8S8; per tensor and per channel, written by
+- **onnxruntime QDQ / QOperator** (32 files: DigitsCNN, DigitsResNet, DigitsConcatNet,
+  MobileNetV1-3DDFA width 0.25; QDQ and QOperator; U8S8 and S8S8; per tensor and per
+  channel, written by
   onnxruntime's ``quantize_static``): edgeq's integer IR run by the reference backend vs
   onnxruntime (CPU, default optimisation). The named peer in the same run is the "float
   reading" of the QDQ files: onnxruntime itself with graph optimisations off
