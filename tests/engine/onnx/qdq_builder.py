@@ -71,8 +71,15 @@ def export(name: str, path: Path) -> None:
     onnx.save(m, str(path))
 
 
-def quantise_all(folder: Path, variants=VARIANTS) -> dict:
-    """Write every (model, format, activation type, per-channel) file; return their paths."""
+def quantise_all(folder: Path, variants=VARIANTS, reduce_range: bool | None = None) -> dict:
+    """Write every (model, format, activation type, per-channel) file; return their paths.
+
+    ``reduce_range`` (7-bit weights) defaults to True on CPUs without VNNI, where
+    onnxruntime's 8-bit kernels may saturate int16 pair sums (``vpmaddubsw``) and so
+    compute something no exact integer reading reproduces; 7-bit weights cannot saturate.
+    """
+    if reduce_range is None:
+        reduce_range = not has_vnni()
     from onnxruntime import quantization as q
 
     class Calib(q.CalibrationDataReader):
@@ -93,7 +100,7 @@ def quantise_all(folder: Path, variants=VARIANTS) -> dict:
             str(folder / f"{name}.onnx"), str(out), Calib(MODELS[name]),
             quant_format=getattr(q.QuantFormat, fmt),
             activation_type=q.QuantType.QUInt8 if act == "U8" else q.QuantType.QInt8,
-            weight_type=q.QuantType.QInt8, per_channel=pc)
+            weight_type=q.QuantType.QInt8, per_channel=pc, reduce_range=reduce_range)
         files[(name, fmt, act, pc)] = out
     return files
 
