@@ -55,3 +55,7 @@ class ValidationError(EdgeqError):
 
 class InputFileError(EdgeqError):
     """An input tensor file (.npy or QuantLab/DORY text vector) that cannot be read."""
+
+
+class OutputFileError(EdgeqError):
+    """An output file that cannot be written (e.g. its directory is a regular file)."""

@@ -30,7 +30,7 @@ from typing import IO
 
 import numpy as np
 
-from edgeq.errors import ConfigError, EdgeqError, InputFileError
+from edgeq.errors import ConfigError, InputFileError, OutputFileError
 
 LAYOUTS = ("chw", "hwc")
 MAX_INPUT_ELEMENTS = 2**27  # per input file, checked before anything is allocated
@@ -206,7 +206,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     """Call ``write(f)`` on a temporary file next to ``path``, then rename it to ``path``.
 
     On any failure the temporary file is removed and ``path`` is left untouched.
-    OS errors become :class:`EdgeqError` naming the file.
+    OS errors become :class:`OutputFileError` naming the file.
     """
     path = Path(path)
     # open(..., "xb") rather than mkstemp: the file gets the usual umask-based mode, not 0600
@@ -214,7 +214,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     try:
         f = open(tmp, "xb")  # closed by the with-block below
     except OSError as exc:
-        raise EdgeqError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        raise OutputFileError(f"{path}: cannot write: {exc.strerror or exc}") from None
     try:
         with f:
             write(f)
@@ -223,7 +223,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         os.replace(tmp, path)
     except OSError as exc:
         _remove_quietly(tmp)
-        raise EdgeqError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        raise OutputFileError(f"{path}: cannot write: {exc.strerror or exc}") from None
     except BaseException:
         _remove_quietly(tmp)
         raise
