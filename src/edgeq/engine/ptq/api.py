@@ -110,8 +110,13 @@ def quantise_file(model_path: str | os.PathLike, calib: str | os.PathLike, out: 
     result = ptq(model.graph, arrays, method, bits, user, per_channel, keep_float,
                  str(calib), progress)
     onnx_model = to_onnx(result.graph)  # fails here, before anything is written
+    from edgeq.engine.analysis import layer_table, totals
+
     summary = {"model": str(model_path), "out": str(out), "method": method, "bits": bits,
-               "layers": len(result.plan.layers), "l2": result.l2}
+               "layers": len(result.plan.layers), "l2": result.l2,
+               "config": result.config.to_json(),
+               "bytes": {"float": totals(layer_table(model.graph)).param_bytes,
+                         "quantised": totals(layer_table(result.graph)).param_bytes}}
     if eval_arrays is not None:
         summary["eval"] = _eval_all(result, eval_arrays, str(eval_path), onnx_model)
     export_onnx(result.graph, out)
