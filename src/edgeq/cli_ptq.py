@@ -29,6 +29,15 @@ def add_ptq_commands(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ptq)
 
+    a = sub.add_parser("analyse", help="operations and memory per layer at chosen bit widths")
+    a.add_argument("model", metavar="MODEL.onnx")
+    a.add_argument("--bits", type=int, help="bit width of float weights and activations")
+    a.add_argument("--config", metavar="CONFIG.json", help="per-layer bit widths (PTQ config)")
+    a.add_argument("--analysis", metavar="ANALYSIS.json",
+                   help="a layer analysis (edgeq explore): adds the sensitivity heatmap")
+    a.add_argument("--plot", metavar="DIR", help="write PNG plots to DIR")
+    a.set_defaults(func=cmd_analyse)
+
 
 def cmd_ptq(args: argparse.Namespace) -> int:
     from edgeq.engine.ptq.api import quantise_file
@@ -38,4 +47,43 @@ def cmd_ptq(args: argparse.Namespace) -> int:
                             args.config, args.per_channel, tuple(args.keep_float), args.eval,
                             progress=not args.quiet)
     print(format_summary(summary))
+    return 0
+
+
+def cmd_analyse(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edgeq.engine import load
+    from edgeq.engine.analyser import analyse, format_rows, plot
+    from edgeq.engine.ptq.config import PTQConfig
+    from edgeq.engine.ptq.fixedpoint import check_bits
+    from edgeq.errors import ConfigError
+
+    if args.bits is not None:
+        check_bits(args.bits, "--bits")
+    if args.plot and not Path(args.plot).is_dir():
+        raise ConfigError(f"--plot: {args.plot} is not a directory")
+    analysis = None
+    if args.analysis:
+        from edgeq.engine.ptq.analysis import LayerAnalysis
+
+        analysis = LayerAnalysis.load(args.analysis)
+    graph = load(args.model).graph
+    config = PTQConfig.load(args.config) if args.config else None
+    if config is not None:
+        unknown = sorted(set(config.layers) - {n.name for n in graph.nodes})
+        if unknown:
+            raise ConfigError(f"{args.config}: layer '{unknown[0]}' is not a node of the model")
+    rows = analyse(graph, args.bits, config)
+    width = f"{args.bits}-bit" if args.bits else "as stored"
+    print(f"{args.model}: {len(rows)} nodes, per sample, "
+          f"{'config ' + args.config if config else width}\n")
+    print(format_rows(rows))
+    if args.plot:
+        written = plot(rows, args.plot, Path(args.model).stem)
+        if analysis is not None:
+            from edgeq.engine.ptq.plots import heatmap
+
+            written.append(heatmap(analysis, f"{args.plot}/sensitivity.png"))
+        print("\nwrote " + ", ".join(written))
     return 0
