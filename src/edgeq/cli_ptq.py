@@ -29,6 +29,23 @@ def add_ptq_commands(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ptq)
 
+    e = sub.add_parser("explore", help="PTQ layer analysis and network space exploration")
+    e.add_argument("model", metavar="MODEL.onnx")
+    e.add_argument("--calib", required=True, metavar="CALIB.npz")
+    e.add_argument("--eval", metavar="EVAL.npz",
+                   help="inputs plus 'labels' or 'targets' (default: the calibration set)")
+    e.add_argument("--out", required=True, metavar="DIR", help="a new directory for the report")
+    e.add_argument("--bits", default="16,8,6,4", help="bit widths to explore (default 16,8,6,4)")
+    e.add_argument("--methods", default="dynamic,kmeans",
+                   help="weight methods compared per layer (default dynamic,kmeans)")
+    budget = e.add_mutually_exclusive_group()
+    budget.add_argument("--max-drop", type=float, default=1.0,
+                        help="metric points the search may lose (default 1.0)")
+    budget.add_argument("--max-l2", type=float, help="network output L2 budget instead")
+    e.add_argument("--keep-float", action="append", default=[], metavar="OP")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_explore)
+
     a = sub.add_parser("analyse", help="operations and memory per layer at chosen bit widths")
     a.add_argument("model", metavar="MODEL.onnx")
     a.add_argument("--bits", type=int, help="bit width of float weights and activations")
@@ -86,4 +103,25 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
             written.append(heatmap(analysis, f"{args.plot}/sensitivity.png"))
         print("\nwrote " + ", ".join(written))
+    return 0
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    from edgeq.errors import ConfigError
+
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    from edgeq.engine.ptq.workflow import explore_files
+
+    bits = _int_list(args.bits, "--bits")
+    methods = tuple(m for m in args.methods.split(",") if m)
+    max_drop = None if args.max_l2 is not None else args.max_drop
+    text = explore_files(args.model, args.calib, args.eval, args.out, bits, methods, max_drop,
+                         args.max_l2, tuple(args.keep_float), progress=not args.quiet)
+    print(text)
     return 0

@@ -28,8 +28,9 @@ def activation_quant(plan: Plan, graph: Graph, cfg: PTQConfig) -> dict[str, VarQ
         if node.name in plan.float_nodes:
             continue
         layer = by_node.get(node.name)
-        if layer is not None:
-            out[layer.output] = cfg.layers[layer.name].activations
+        lq = None if layer is None else cfg.layers.get(layer.name)
+        if lq is not None and lq.activations is not None:
+            out[layer.output] = lq.activations
         elif node.op in PASS_THROUGH and node.inputs[0] in out:
             out[node.outputs[0]] = out[node.inputs[0]]
     return out
@@ -53,7 +54,8 @@ class Emulator:
         self.consts = {v.name: v.data.astype(np.float64) if np.issubdtype(v.data.dtype, np.floating)
                        else v.data for v in graph.constants()}
         for x in plan.layers:
-            wq = cfg.layers[x.name].weights
+            lq = cfg.layers.get(x.name)
+            wq = None if lq is None else lq.weights
             if wq is not None and self._on(x.name, "weights"):
                 self.consts[x.weight] = fake_weight(graph.values[x.weight].data, wq, x.channel_axis)
 
@@ -64,7 +66,8 @@ class Emulator:
         env = dict(self.consts)
         for name in self.graph.inputs:
             x = np.asarray(feeds[name], dtype=np.float64)
-            env[name] = fq(x, self.acts[name]) if self._on("input", "activations") else x
+            quantised = name in self.acts and self._on("input", "activations")
+            env[name] = fq(x, self.acts[name]) if quantised else x
         for node in self.graph.nodes:
             if node.name in self.fused:
                 continue
@@ -86,8 +89,9 @@ class Emulator:
         return {n: env[n] for n in self.graph.outputs}
 
     def _layer(self, layer: Layer, env: dict) -> np.ndarray:
-        node, lq = layer.node, self.cfg.layers[layer.name]
-        act = lq.activations if self._on(layer.name, "activations") else None
+        node = layer.node
+        lq = self.cfg.layers.get(layer.name)
+        act = lq.activations if lq and self._on(layer.name, "activations") else None
         if layer.kind == "add":
             if act is None:
                 y = env[node.inputs[0]] + env[node.inputs[1]]
@@ -99,7 +103,7 @@ class Emulator:
             return np.clip(q, lo, rng.hi) * eps
         args = [env[i] for i in node.inputs if i]
         x_q = self.acts.get(node.inputs[0])
-        if layer.bias is not None and self.only is None and x_q is not None:
+        if layer.bias is not None and self.only is None and x_q is not None and lq.weights:
             # the integer bias is at ε_x·ε_w (per channel: broadcasts along the last axis)
             scale = np.exp2(-float(x_q.fl)) * weight_eps(lq.weights, 0, 1)
             b = self.graph.values[layer.bias].data.astype(np.float64)

@@ -46,3 +46,64 @@ def format_summary(summary: dict) -> str:
                 f"quantised {summary['bytes']['quantised']:,}",
             f"wrote {summary['out']} and {Path(summary['out']).with_suffix('.json')}"]
     return "\n".join(out)
+
+
+def _pct(x: float) -> str:
+    return f"{x:.1f}%"
+
+
+def _m(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def exploration_json(res: dict) -> dict:
+    """The explore result with its dataclasses as JSON."""
+    def keys_to_str(d):
+        return {k: {str(b): v for b, v in per.items()} for k, per in d.items()}
+
+    return {**{k: v for k, v in res.items() if k not in ("analysis", "best_config")},
+            "one_at_a_time": keys_to_str(res["one_at_a_time"]),
+            "groups": keys_to_str(res["groups"]),
+            "best_config": res["best_config"].to_json()}
+
+
+def exploration_markdown(res: dict, final: dict | None = None) -> str:
+    """QUENN-style tables: sensitivity one variable at a time, groups, the search result."""
+    bits = list(res["analysis"].bits)
+    metric = res["metric"]
+    lines = [f"# PTQ exploration of {res['model']}", "",
+             f"Float network: {metric or 'no task metric'} {_m(res['fp_metric'])}; budget "
+             f"max drop {res['budget']['max_drop']} points, max L2 {res['budget']['max_l2']}.",
+             "", "## Layer analysis (phase 1): layer L2 of the best choice per bit width", "",
+             "| variable | " + " | ".join(f"{b} bit" for b in bits) + " |",
+             "|---|" + "---|" * len(bits)]
+    for key, per in res["analysis"].variables.items():
+        lines.append(f"| {key} | " + " | ".join(
+            f"{per[b].l2:.3g} ({per[b].quant.method})" for b in bits) + " |")
+    lines += ["", "## One variable at a time (others float): network output L2 / "
+              f"{metric or 'metric'}", "",
+              "| variable | " + " | ".join(f"{b} bit" for b in bits) + " |",
+              "|---|" + "---|" * len(bits)]
+    for key, per in res["one_at_a_time"].items():
+        lines.append(f"| {key} | " + " | ".join(
+            f"{per[b]['l2']:.3g} / {_m(per[b]['metric'])}" for b in bits) + " |")
+    lines += ["", "## Groups and the whole network", "",
+              f"| group | bits | output L2 | {metric or 'metric'} | weight saving | "
+              "activation saving |", "|---|---|---|---|---|---|"]
+    for group, per in res["groups"].items():
+        for b in bits:
+            r = per[b]
+            lines.append(f"| {group} | {b} | {r['l2']:.3g} | {_m(r['metric'])} | "
+                         f"{_pct(r['savings']['weights'])} | {_pct(r['savings']['activations'])} |")
+    s = res["search"]
+    lines += ["", "## Greedy search: smallest memory within the budget", "",
+              f"Output L2 {s['score']['l2']:.3g}, {metric or 'metric'} {_m(s['score']['metric'])};"
+              f" memory saved against float32: weights {_pct(s['savings']['weights'])}, "
+              f"activation traffic {_pct(s['savings']['activations'])} "
+              f"({len(s['steps'])} trials).", "", "| variable | bits |", "|---|---|"]
+    lines += [f"| {k} | {b} |" for k, b in s["choice"].items()]
+    if final:
+        lines += ["", f"Integer IR of the chosen config ({final['path']}): "
+                      f"{metric or 'metric'} {_m(final['metric'])}, bit-exact with the "
+                      f"emulation: {final['exact']}."]
+    return "\n".join(lines) + "\n"
