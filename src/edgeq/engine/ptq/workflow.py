@@ -84,12 +84,18 @@ def _write(tmp: Path, res, best, final, graph, plan, cal) -> None:
         if lq.weights is not None:
             w = graph.values[layer.weight].data
             title = f"{layer.name} weights: {lq.weights.method} {lq.weights.bits} bit"
-            histogram(w, lq.weights, _marks(lq.weights), title, tmp / f"hist_{layer.name}_w.png")
+            path = tmp / f"hist_{_file(layer.name)}_w.png"
+            histogram(w, lq.weights, _marks(lq.weights), title, path)
         a = cal.samples.get(layer.output)
         if a is not None:
             histogram(a, lq.activations, _marks(lq.activations), f"{layer.name} activations: "
                       f"{lq.activations.bits} bit fl={lq.activations.fl}",
-                      tmp / f"hist_{layer.name}_a.png")
+                      tmp / f"hist_{_file(layer.name)}_a.png")
+
+
+def _file(name: str) -> str:
+    """A node name as a file name part ("/conv1/Conv" -> "conv1_Conv")."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_") or "node"
 
 
 def _marks(vq) -> np.ndarray:
