@@ -54,3 +54,24 @@ def with_softmax(model: onnx.ModelProto) -> onnx.ModelProto:
 def calib_arrays(n: int = 64, seed: int = 1) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {"x": rng.uniform(0, 1, (n, 1, 8, 8)).astype(np.float32)}
+
+
+def gap_cnn(size: int = 8, seed: int = 2) -> onnx.ModelProto:
+    """x[N,2,size,size] -> conv+relu -> GlobalAveragePool -> flatten -> gemm -> [N,5]."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((6, 2, 3, 3)) * 0.4).astype(np.float32),
+                                     "w"),
+             numpy_helper.from_array((rng.standard_normal(6) * 0.1).astype(np.float32), "b"),
+             numpy_helper.from_array((rng.standard_normal((6, 5)) * 0.5).astype(np.float32), "wf")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("MatMul", ["f", "wf"], ["y"], name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes, "gap_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

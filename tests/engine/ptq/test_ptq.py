@@ -179,3 +179,45 @@ def test_quantised_file_is_valid_onnx(float_graph, arrays, calibration, tmp_path
     onnx.checker.check_model(str(tmp_path / "q.onnx"), full_check=True)
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
     assert json.loads(meta["edgeq.annotations"])["values"]["w1"]["quant"]["eps"] > 0
+
+
+@pytest.mark.parametrize("size", [8, 6])  # 64 (a shift) and 36 (a multiplier) elements
+@pytest.mark.parametrize("method", ["dynamic", "kmeans"])
+def test_global_average_pool_is_exact(tmp_path, size, method):
+    from tests.engine.ptq.models import gap_cnn
+
+    graph = import_onnx(gap_cnn(size))
+    rng = np.random.default_rng(size)
+    xs = {"x": rng.uniform(-1, 1, (32, 2, size, size)).astype(np.float32)}
+    r = ptq(graph, xs, method, 8)
+    assert [n.op for n in r.graph.nodes].count("ReduceSum") == 1
+    got = Model(r.graph).run(xs)["y"] * r.graph.values["y"].quant.eps
+    assert np.array_equal(got, r.emulator.run(xs)["y"])
+    ref = Model(graph).run(xs)["y"]
+    assert np.max(np.abs(got - ref)) < 0.1
+    export_onnx(r.graph, tmp_path / "g.onnx")
+    assert np.array_equal(load(tmp_path / "g.onnx").run(xs)["y"], Model(r.graph).run(xs)["y"])
+
+
+def test_pool_requantiser_against_fractions():
+    from fractions import Fraction
+    from math import floor
+
+    from edgeq.engine.ptq.lower import apply_requant, pool_requant
+
+    # count 4, FL 3 -> FL 2: the mean of s/8 units at 2^-2 is s/8, a pure shift by 3
+    assert pool_requant(4, 3, 2) == (1, 3)
+    for count, fl_x, fl_y in ((4, 3, 2), (64, 2, 6), (36, 6, 5), (49, 4, 6), (3, 7, 7)):
+        mul, d = pool_requant(count, fl_x, fl_y)
+        sums = np.arange(-40 * count, 40 * count)
+        got = apply_requant(sums, mul, d, -(2**40), 2**40)
+        exact = [Fraction(int(s), count) * Fraction(2) ** (fl_y - fl_x) for s in sums]
+        want = np.array([floor(e + Fraction(1, 2)) for e in exact])
+        if count & (count - 1) == 0:  # a power of two: a pure shift, exact
+            assert np.array_equal(got, want)
+            continue
+        # else mul = round(2^s/count) has 16 significant bits: it may differ only at ties
+        wrong = np.nonzero(got != want)[0]
+        assert np.all(np.abs(got - want) <= 1)
+        assert all(abs(exact[i] - floor(exact[i]) - Fraction(1, 2)) < Fraction(1, 2**10)
+                   for i in wrong), (count, fl_x, fl_y)

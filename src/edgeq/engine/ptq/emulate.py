@@ -59,6 +59,25 @@ class Emulator:
             if wq is not None and self._on(x.name, "weights"):
                 self.consts[x.weight] = fake_weight(graph.values[x.weight].data, wq, x.channel_axis)
 
+    def _pool(self, layer: Layer, env: dict, act: VarQuant | None) -> np.ndarray:
+        """Global average pool: the IR's integer sum and requantiser, when its input is
+        on its grid (always in a full emulation); a float mean otherwise."""
+        from edgeq.engine.ptq.lower import apply_requant, pool_requant
+        from edgeq.engine.ptq.plan import pool_count
+
+        x = env[layer.node.inputs[0]]
+        x_q = self.acts.get(layer.node.inputs[0])
+        axes = tuple(range(2, x.ndim))
+        if act is None or not _on_grid(x, x_q):
+            y = np.mean(x, axis=axes, keepdims=True)
+            y = np.maximum(y, 0) if layer.relu is not None else y
+            return y if act is None else fq(y, act)
+        s = np.sum((x * np.exp2(x_q.fl)).astype(np.int64), axis=axes, keepdims=True)
+        mul, d = pool_requant(pool_count(self.graph, layer.node), x_q.fl, act.fl)
+        rng = fp.int_range(act.bits, act.signed)
+        lo = 0 if layer.relu is not None else rng.lo
+        return apply_requant(s, mul, d, lo, rng.hi) * np.exp2(-float(act.fl))
+
     def _on(self, layer: str, var: str) -> bool:
         return self.only is None or (layer, var) in self.only
 
@@ -101,6 +120,8 @@ class Emulator:
             rng = fp.int_range(act.bits, act.signed)
             lo = 0 if layer.relu is not None else rng.lo
             return np.clip(q, lo, rng.hi) * eps
+        if layer.kind == "pool":
+            return self._pool(layer, env, act)
         args = [env[i] for i in node.inputs if i]
         x_q = self.acts.get(node.inputs[0])
         if layer.bias is not None and self.only is None and x_q is not None and lq.weights:
@@ -112,6 +133,10 @@ class Emulator:
         if layer.relu is not None:
             y = np.maximum(y, 0)
         return y if act is None else fq(y, act)
+
+
+def _on_grid(x: np.ndarray, vq: VarQuant | None) -> bool:
+    return vq is not None and bool(np.all(np.floor(x * np.exp2(vq.fl)) == x * np.exp2(vq.fl)))
 
 
 def _attrs(node, graph: Graph) -> dict:

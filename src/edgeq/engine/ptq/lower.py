@@ -7,6 +7,8 @@
   ``add = 2^(d−1)`` (round half up) where ``d_c = FL_x + FL_w[c] − FL_out``: a pure shift
   for per-tensor weights (mul = 1) — and ``lo = 0`` when a Relu was fused;
 - an add layer becomes a HarmonisedAdd whose inputs are shifted to the output FL;
+- a global average pool becomes ``ReduceSum`` (exact) and a RequantShift by
+  ``mul/2^d ≈ 2^(FL_out − FL_x)/count`` (:func:`pool_requant`);
 - a clustered weight is its decoded integers with the codebook in its QuantInfo;
 - a float node reads its integer inputs through ``Cast → Mul(ε)``.
 """
@@ -55,6 +57,8 @@ def lower(graph: Graph, plan: Plan, cfg: PTQConfig) -> Graph:
             lq = cfg.layers[layer.name]
             if layer.kind == "linear":
                 nodes += _linear(g, layer, acts[node.inputs[0]], lq.weights, lq.activations)
+            elif layer.kind == "pool":
+                nodes += _pool(g, layer, acts[node.inputs[0]], lq.activations)
             else:
                 nodes.append(_add(g, layer, [acts[i] for i in node.inputs], lq.activations))
         else:  # pass-through: same quantisation as its input
@@ -141,6 +145,56 @@ def _add(g: Graph, layer: Layer, ins: list[VarQuant], aq: VarQuant) -> Node:
     attrs.update(lo=0 if layer.relu is not None else q.range.lo, hi=q.range.hi)
     return Node("HarmonisedAdd", layer.node.name, list(layer.node.inputs), [layer.output],
                 attrs, EDGEQ_DOMAIN)
+
+
+POOL_MUL_BITS = 16
+
+
+def pool_requant(count: int, fl_x: int, fl_y: int) -> tuple[int, int]:
+    """``(mul, d)`` with ``mul/2^d ≈ 2^(fl_y − fl_x)/count``: exact when ``count`` is a
+    power of two (mul a power of two), else ``mul`` keeps 16 significant bits."""
+    k = (count - 1).bit_length()  # ceil(log2 count)
+    if count == 1 << k:
+        mul, d = 1, k + fl_x - fl_y
+    else:
+        s = POOL_MUL_BITS - 1 + k
+        mul, d = (2 * (1 << s) + count) // (2 * count), s + fl_x - fl_y  # round(2^s / count)
+    if d < 0:
+        mul, d = mul << -d, 0
+    return mul, d
+
+
+def apply_requant(acc: np.ndarray, mul: int, d: int, lo: int, hi: int) -> np.ndarray:
+    """``clip(floor((acc·mul + 2^(d−1)) / 2^d), lo, hi)`` in int64 (round half up)."""
+    add = (1 << (d - 1)) if d > 0 else 0
+    return np.clip((np.asarray(acc, np.int64) * mul + add) >> d, lo, hi)
+
+
+def _pool(g: Graph, layer: Layer, x_q: VarQuant, aq: VarQuant) -> list[Node]:
+    from edgeq.engine.ptq.plan import pool_count
+
+    node = layer.node
+    x = g.values[node.inputs[0]]
+    mul, d = pool_requant(pool_count(g, node), x_q.fl, aq.fl)
+    acc = g.fresh_name(f"{node.name}.sum")
+    g.values[acc] = Value(acc, None, np.dtype(np.int64))
+    axes = np.arange(2, len(x.shape), dtype=np.int64)
+    if g.opset >= 13:
+        total = Node("ReduceSum", node.name, [x.name, _const(g, f"{node.name}.axes", axes)],
+                     [acc], {"keepdims": 1})
+    else:
+        total = Node("ReduceSum", node.name, [x.name], [acc],
+                     {"axes": axes.tolist(), "keepdims": 1})
+    q, dtype = act_info(aq)
+    out = g.values[layer.output]
+    out.quant, out.dtype = q, np.dtype(dtype)
+    add = np.asarray(2 ** (d - 1) if d > 0 else 0, dtype=np.int64)
+    lo = 0 if layer.relu is not None else q.range.lo
+    rq = Node("RequantShift", g.fresh_name(f"{node.name}.requant"),
+              [acc, _const(g, f"{node.name}.mul", np.asarray(mul, np.int64)),
+               _const(g, f"{node.name}.add", add)],
+              [layer.output], {"shift": d, "lo": lo, "hi": q.range.hi}, EDGEQ_DOMAIN)
+    return [total, rq]
 
 
 def _dequantise(g: Graph, name: str, acts: dict, done: dict, nodes: list) -> str:

@@ -3,6 +3,8 @@
 - **linear layers**: Conv, Gemm (alpha = beta = 1, no transA) and MatMul with a constant
   weight (and constant bias); a Relu that is the only reader of the output is fused.
 - **add layers**: Add of two computed tensors, lowered to a HarmonisedAdd (Relu fused too).
+- **pool layers**: GlobalAveragePool (static spatial size), lowered to an exact integer
+  ReduceSum and a RequantShift by 1/count (a pure shift when count is a power of two).
 - **pass-through ops** keep their input's quantisation: max pooling and shape ops, and a
   standalone Relu (exact on integers).
 - every other op is refused, naming the node, unless its op type is in ``keep_float``:
@@ -29,7 +31,7 @@ class Layer:
     """A quantised layer: ``node`` (and a fused ``relu``) writing ``output``."""
 
     name: str
-    kind: str  # "linear" or "add"
+    kind: str  # "linear", "add" or "pool"
     node: Node
     relu: Node | None
     output: str
@@ -99,6 +101,8 @@ def _kind(graph: Graph, node: Node, computed: list[str]) -> str | None:
         return "linear"
     if node.op == "Add" and len(computed) == 2 and len(node.inputs) == 2:
         return "add"
+    if node.op == "GlobalAveragePool" and pool_count(graph, node) is not None:
+        return "pool"
     if node.op in PASS_THROUGH and len([o for o in node.outputs if o]) == 1:
         return "pass"
     return None
@@ -114,6 +118,17 @@ def _is_linear(graph: Graph, node: Node) -> bool:
     if node.op == "MatMul":
         return graph.values[node.inputs[1]].data.ndim == 2
     return True
+
+
+def pool_count(graph: Graph, node: Node) -> int | None:
+    """Elements averaged by a GlobalAveragePool (None unless its input shape is static)."""
+    shape = graph.values[node.inputs[0]].shape
+    if shape is None or len(shape) < 3 or not all(isinstance(d, int) for d in shape[2:]):
+        return None
+    n = 1
+    for d in shape[2:]:
+        n *= d
+    return n
 
 
 def _fusable_relu(graph: Graph, node: Node) -> Node | None:
