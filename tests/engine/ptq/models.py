@@ -56,8 +56,11 @@ def calib_arrays(n: int = 64, seed: int = 1) -> dict[str, np.ndarray]:
     return {"x": rng.uniform(0, 1, (n, 1, 8, 8)).astype(np.float32)}
 
 
-def gap_cnn(size: int = 8, seed: int = 2) -> onnx.ModelProto:
-    """x[N,2,size,size] -> conv+relu -> GlobalAveragePool -> flatten -> gemm -> [N,5]."""
+def gap_cnn(size: int = 8, seed: int = 2, torch_style: bool = False) -> onnx.ModelProto:
+    """x[N,2,size,size] -> conv+relu -> GlobalAveragePool -> flatten -> gemm -> [N,5].
+
+    ``torch_style``: as torch.onnx.export writes it: the conv weight behind an Identity,
+    and the flatten as ``Reshape(g, Concat(Unsqueeze(Gather(Shape(g), 0)), [-1]))``."""
     rng = np.random.default_rng(seed)
     inits = [numpy_helper.from_array((rng.standard_normal((6, 2, 3, 3)) * 0.4).astype(np.float32),
                                      "w"),
@@ -70,6 +73,19 @@ def gap_cnn(size: int = 8, seed: int = 2) -> onnx.ModelProto:
         helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
         helper.make_node("MatMul", ["f", "wf"], ["y"], name="fc"),
     ]
+    if torch_style:
+        nodes[0].input[1] = "w_id"
+        nodes.insert(0, helper.make_node("Identity", ["w"], ["w_id"], name="w_identity"))
+        inits += [numpy_helper.from_array(np.array(0, np.int64), "zero"),
+                  numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+                  numpy_helper.from_array(np.array([-1], np.int64), "minus1")]
+        nodes[-2:-1] = [
+            helper.make_node("Shape", ["g"], ["shape"], name="shape"),
+            helper.make_node("Gather", ["shape", "zero"], ["n"], name="gather", axis=0),
+            helper.make_node("Unsqueeze", ["n", "axis0"], ["n1"], name="unsqueeze"),
+            helper.make_node("Concat", ["n1", "minus1"], ["target"], name="concat", axis=0),
+            helper.make_node("Reshape", ["g", "target"], ["f"], name="reshape"),
+        ]
     graph = helper.make_graph(
         nodes, "gap_cnn",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, size, size])],

@@ -221,3 +221,19 @@ def test_pool_requantiser_against_fractions():
         assert np.all(np.abs(got - want) <= 1)
         assert all(abs(exact[i] - floor(exact[i]) - Fraction(1, 2)) < Fraction(1, 2**10)
                    for i in wrong), (count, fl_x, fl_y)
+
+
+def test_torch_export_patterns(tmp_path):
+    # weights behind Identity nodes and a shape subgraph feeding Reshape: both handled
+    from tests.engine.ptq.models import gap_cnn
+
+    graph = import_onnx(gap_cnn(4, torch_style=True))
+    xs = {"x": np.random.default_rng(0).uniform(-1, 1, (16, 2, 4, 4)).astype(np.float32)}
+    r = ptq(graph, xs, "dynamic", 8)
+    assert [x.name for x in r.plan.layers] == ["conv", "gap", "fc"]
+    assert {"shape", "gather", "unsqueeze", "concat"} <= r.plan.index_nodes
+    assert r.graph.values["shape"].quant is None  # a shape, not an activation
+    got = Model(r.graph).run(xs)["y"] * r.graph.values["y"].quant.eps
+    assert np.array_equal(got, r.emulator.run(xs)["y"])
+    export_onnx(r.graph, tmp_path / "t.onnx")
+    assert np.array_equal(load(tmp_path / "t.onnx").run(xs)["y"], Model(r.graph).run(xs)["y"])

@@ -14,7 +14,7 @@ from edgeq.engine.ptq.config import PTQConfig, check_method
 from edgeq.engine.ptq.emulate import Emulator
 from edgeq.engine.ptq.fixedpoint import check_bits
 from edgeq.engine.ptq.lower import lower
-from edgeq.engine.ptq.plan import Plan, make_plan
+from edgeq.engine.ptq.plan import Plan, fold_constant_identities, make_plan
 from edgeq.engine.ptq.resolve import requested, resolve
 from edgeq.errors import ConfigError, ModelFileError
 
@@ -43,6 +43,7 @@ def ptq(graph: Graph, arrays: dict, method: str = "dynamic", bits: int = 8,
     check_method(method, "method")
     check_bits(bits, "bits")
     keep = tuple(dict.fromkeys(tuple(keep_float) + (config.keep_float if config else ())))
+    graph = fold_constant_identities(graph)
     plan = make_plan(graph, keep)
     if cal is None:
         n = check_inputs(source, arrays, graph, EVAL_KEYS)

@@ -49,7 +49,9 @@ def lower(graph: Graph, plan: Plan, cfg: PTQConfig) -> Graph:
     for node in g.nodes:
         if node.name in fused:
             continue
-        if node.name in plan.float_nodes:
+        if node.name in plan.index_nodes:
+            nodes.append(node)
+        elif node.name in plan.float_nodes:
             node.inputs = [_dequantise(g, i, acts, dequantised, nodes) for i in node.inputs]
             nodes.append(node)
         elif node.name in layers:
@@ -124,7 +126,9 @@ def _bias(g: Graph, layer: Layer, fl) -> str:
     m = int(np.max(np.abs(q))) if q.size else 0
     bits = max(32, m.bit_length() + 1)
     if bits > 62:
-        raise IntegerOverflowError(f"node '{layer.name}': the integer bias needs {bits} bits")
+        raise IntegerOverflowError(
+            f"node '{layer.name}': the integer bias needs {bits} bits at ε_x·ε_w = 2^-{np.max(fl)} "
+            "(the layer's input and weight FLs are very large: are its activations all ~0?)")
     eps = np.exp2(-np.asarray(fl, dtype=np.float64))
     eps = tuple(float(e) for e in eps) if eps.ndim else float(eps)
     quant = QuantInfo(IntRange.from_bits(bits, True), eps, q.ndim - 1 if isinstance(eps, tuple)

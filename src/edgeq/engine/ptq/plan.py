@@ -7,6 +7,8 @@
   ReduceSum and a RequantShift by 1/count (a pure shift when count is a power of two).
 - **pass-through ops** keep their input's quantisation: max pooling and shape ops, and a
   standalone Relu (exact on integers).
+- **shape computations** (Shape, and any node reading only shapes and constants, e.g.
+  the Gather/Unsqueeze/Concat of ``x.view(x.size(0), -1)``) run unchanged on int64 shapes;
 - every other op is refused, naming the node, unless its op type is in ``keep_float``:
   then it and everything computed from it stay in float (the float tail), and the
   integer tensors it reads are dequantised (Cast, Mul by ε: exact, ε is a power of two).
@@ -58,6 +60,7 @@ class Layer:
 class Plan:
     layers: tuple[Layer, ...]
     float_nodes: frozenset[str]  # node names kept in float (keep_float and downstream)
+    index_nodes: frozenset[str] = frozenset()  # shape computations, run unchanged
 
     def layer(self, name: str) -> Layer:
         return next(x for x in self.layers if x.name == name)
@@ -67,15 +70,41 @@ class Plan:
         return tuple(x.name for x in self.layers)
 
 
+def fold_constant_identities(graph: Graph) -> Graph:
+    """A copy without the ``Identity`` nodes that only forward a constant (the PyTorch
+    exporter writes them for shared or renamed weights): their outputs become constants."""
+    if not any(n.op == "Identity" and graph.values[n.inputs[0]].is_const for n in graph.nodes):
+        return graph
+    g = graph.copy()
+    keep = []
+    for node in g.nodes:
+        src = g.values[node.inputs[0]] if node.op == "Identity" else None
+        if src is not None and src.is_const and node.outputs[0] not in g.outputs:
+            out = g.values[node.outputs[0]]
+            out.data, out.shape, out.dtype = src.data, src.shape, src.dtype
+        else:
+            keep.append(node)
+    g.nodes = keep
+    g.remove_unused()
+    return g
+
+
 def make_plan(graph: Graph, keep_float: tuple[str, ...] = ()) -> Plan:
     float_values: set[str] = set()
     float_nodes: set[str] = set()
+    index_values: set[str] = set()
+    index_nodes: set[str] = set()
     fused: set[str] = set()
     layers = []
     for node in graph.nodes:
         if node.name in fused:
             continue
         computed = [i for i in node.inputs if i and not graph.values[i].is_const]
+        if node.op == "Shape" or (node.op != "Identity" and all(i in index_values
+                                                                  for i in computed)):
+            index_nodes.add(node.name)
+            index_values.update(o for o in node.outputs if o)
+            continue
         if node.op in keep_float or any(i in float_values for i in computed):
             float_nodes.add(node.name)
             float_values.update(o for o in node.outputs if o)
@@ -93,7 +122,7 @@ def make_plan(graph: Graph, keep_float: tuple[str, ...] = ()) -> Plan:
             fused.add(relu.name)
         out = (relu or node).outputs[0]
         layers.append(Layer(node.name, kind, node, relu, out))
-    return Plan(tuple(layers), frozenset(float_nodes))
+    return Plan(tuple(layers), frozenset(float_nodes), frozenset(index_nodes))
 
 
 def _kind(graph: Graph, node: Node, computed: list[str]) -> str | None:

@@ -87,8 +87,11 @@ class LayerProbe:
         return fn(*args, **self.layer.node.attrs)
 
 
+PROBE_SAMPLES = 16  # calibration samples a weight search runs the layer on
+
+
 def probe(graph: Graph, layer: Layer, cal: Calibration) -> LayerProbe:
-    x = cal.samples[layer.node.inputs[0]].astype(np.float64)
+    x = cal.samples[layer.node.inputs[0]][:PROBE_SAMPLES].astype(np.float64)
     w = graph.values[layer.weight].data.astype(np.float64)
     b = None if layer.bias is None else graph.values[layer.bias].data.astype(np.float64)
     return LayerProbe(layer, x, w, b)

@@ -23,14 +23,14 @@ def explore_files(model_path, calib, eval_path, out, bits, methods, max_drop, ma
     exist (or be empty); it appears complete or not at all. Returns the markdown."""
     from edgeq.engine import load
     from edgeq.engine.ptq.api import dequantised_runner, ptq
-    from edgeq.engine.ptq.plan import make_plan
+    from edgeq.engine.ptq.plan import fold_constant_identities, make_plan
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out: {out} exists and is not an empty directory")
     if not out.parent.is_dir():
         raise ModelFileError(f"{out}: the directory {out.parent} does not exist")
-    graph = load(model_path).graph
+    graph = fold_constant_identities(load(model_path).graph)
     plan = make_plan(graph, tuple(keep_float))
     arrays = load_npz(calib, graph)
     n = check_inputs(calib, arrays, graph, ("labels", "targets"))
