@@ -76,12 +76,23 @@ def fl_candidates(fl0: int, search: tuple[int, int] = FL_SEARCH) -> range:
     return range(min(lo, fl0 - 1), max(hi, fl0 + 1) + 1)
 
 
-def search_fl(error_of, fl0: int, search: tuple[int, int] = FL_SEARCH) -> tuple[int, float]:
-    """The FL minimising ``error_of(fl)`` over :func:`fl_candidates` (ties: the smaller FL,
-    which covers the wider range); returns ``(fl, error)``."""
-    best = None
+def search_fl(error_of, fl0: int, search: tuple[int, int] = FL_SEARCH,
+              patience: int | None = None) -> tuple[int, float]:
+    """The FL minimising ``error_of(fl)`` over :func:`fl_candidates`, tried in increasing
+    order (ties: the smaller FL, which covers the wider range); returns ``(fl, error)``.
+
+    With ``patience``, the search stops once the error has stayed above the best for that
+    many FLs in a row: typically the error falls while a larger FL refines the grid and
+    rises once it clips; outliers can make it rise and fall again, so this is a heuristic
+    for the expensive searches only (``None``, the default, tries every candidate).
+    """
+    best, worse = None, 0
     for fl in fl_candidates(fl0, search):
         err = float(error_of(fl))
         if best is None or err < best[1]:
-            best = (fl, err)
+            best, worse = (fl, err), 0
+        else:
+            worse += 1
+            if patience is not None and worse >= patience and err > best[1]:
+                break
     return best

@@ -87,7 +87,8 @@ class LayerProbe:
         return fn(*args, **self.layer.node.attrs)
 
 
-PROBE_SAMPLES = 16  # calibration samples a weight search runs the layer on
+PROBE_SAMPLES = 8  # calibration samples a weight search runs the layer on
+WEIGHT_PATIENCE = 3  # a per-tensor weight FL search stops after 3 FLs worse than the best
 
 
 def probe(graph: Graph, layer: Layer, cal: Calibration) -> LayerProbe:
@@ -121,7 +122,7 @@ def _search_weight_fl(vq: VarQuant, p: LayerProbe, ref: np.ndarray) -> VarQuant:
         def err(fl):
             return l2_per_sample(ref, p.run(fp.fake_quantise(p.w, fl, vq.bits, True)))
 
-        return replace(vq, fl=fp.search_fl(err, fl0, vq.fl_search)[0])
+        return replace(vq, fl=fp.search_fl(err, fl0, vq.fl_search, WEIGHT_PATIENCE)[0])
     # the output channel c depends on W[c] only: search every channel's FL at once
     out_axis = 1  # channels of Conv [N, M, ...] and Gemm/MatMul [M, N] outputs
     maxes = np.max(np.abs(np.moveaxis(p.w, axis, 0).reshape(p.w.shape[axis], -1)), axis=1)
