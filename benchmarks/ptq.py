@@ -5,7 +5,7 @@ with a calibration set (the first 256 training images) and the test set, then in
 run:
 
 - **edgeq** (``edgeq.engine.ptq``): fixed, dynamic (per tensor and per channel),
-  kmeans-linear, kmeans-gauss and kmeans at 16/8/6/4 bits; the accuracy is the one of
+  kmeans-linear, kmeans-gauss and kmeans at 16/8/6/4/2 bits; the accuracy is the one of
   the **integer IR on the reference backend** (bit-exact with the emulation);
 - **onnxruntime** ``quantize_static`` (the named peer), QDQ, per-channel weights, with
   MinMax, Entropy and Percentile calibration: U8S8 at 8 bits, U16S16 at 16 bits and U8S4
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     from edgeq.engine import load
     from edgeq.engine.analysis import layer_table, totals
 
-    bits_list = (8, 4) if args.quick else (16, 8, 6, 4)
+    bits_list = (8, 4) if args.quick else (16, 8, 6, 4, 2)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         info = export_digits(d, epochs)
