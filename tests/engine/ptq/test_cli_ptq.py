@@ -51,6 +51,7 @@ def test_ptq_writes_model_and_config(files, tmp_path, capsys):
     (["--calib", "{d}/none.npz"], "none.npz: cannot read"),
     (["--config", "{d}/cfg.json"], "layer 'conv7' is not a quantised layer"),
     (["--model", "{d}/soft.onnx"], "node 'softmax'.*--keep-float Softmax"),
+    (["--eval", "{d}/calib.npz"], "calib.npz: an eval file needs 'labels' or 'targets'"),
 ])
 def test_errors_are_one_line_and_write_nothing(files, tmp_path, capsys, extra, match):
     import re

@@ -108,6 +108,10 @@ def quantise_file(model_path: str | os.PathLike, calib: str | os.PathLike, out: 
         raise ConfigError(f"{model_path}: already an integer model; PTQ takes a float model")
     arrays = load_npz(calib, model.graph)
     eval_arrays = load_npz(eval_path, model.graph, "eval") if eval_path else None
+    if eval_arrays is not None:  # check before the work, not after it
+        check_inputs(eval_path, eval_arrays, model.graph, EVAL_KEYS)
+        if not any(k in eval_arrays for k in EVAL_KEYS):
+            raise ConfigError(f"{eval_path}: an eval file needs 'labels' or 'targets'")
     result = ptq(model.graph, arrays, method, bits, user, per_channel, keep_float,
                  str(calib), progress)
     onnx_model = to_onnx(result.graph)  # fails here, before anything is written
