@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--split", choices=("train", "val", "test"), default="test")
     report.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
     report.set_defaults(func=cmd_f2t_report)
+
+    from edgeq.cli_ptq import add_ptq_commands  # argparse only: imports no engine code
+
+    add_ptq_commands(sub)
     return parser
 
 

@@ -42,15 +42,28 @@ class QuantInfo:
 
     ``eps`` is a float (per tensor), a tuple of floats (per channel along ``axis``), or
     ``None`` when the file does not say (QuantLab/DORY files carry no ε).
+
+    ``codebook`` (DESIGN §3.8), when set, says the tensor is k-means clustered: every
+    element is one of these integers (all in ``range``, at the one scale ``eps``). The
+    data stay decoded, so kernels see plain integers; storage is counted at the index
+    width, ``ceil(log2(len(codebook)))`` bits (:attr:`storage_bits`).
     """
 
     range: IntRange
     eps: float | tuple[float, ...] | None = None
     axis: int | None = None
+    codebook: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.eps, tuple) and self.axis is None:
             raise ValidationError("per-channel eps needs a channel axis")
+        if self.codebook is not None:
+            book = np.asarray(self.codebook, dtype=np.int64)
+            distinct = len(set(self.codebook)) == book.size
+            if book.size < 1 or not distinct or not self.range.contains(book):
+                raise ValidationError(
+                    f"codebook must be distinct integers in {self.range}, got {self.codebook!r}"
+                )
         eps = self.eps if isinstance(self.eps, tuple) else (self.eps,)
         if any(e is not None and not (e > 0 and np.isfinite(e)) for e in eps):
             raise ValidationError(f"eps must be positive and finite, got {self.eps!r}")
@@ -62,6 +75,13 @@ class QuantInfo:
     @property
     def signed(self) -> bool:
         return self.range.is_signed
+
+    @property
+    def storage_bits(self) -> int:
+        """Bits per stored element: the index width for a codebook, else the range's."""
+        if self.codebook is not None:
+            return max(1, (len(self.codebook) - 1).bit_length())
+        return self.bits
 
     def eps_array(self, ndim: int) -> np.ndarray | None:
         """ε shaped to broadcast against a tensor of rank ``ndim`` (None if unknown)."""
@@ -80,16 +100,23 @@ class QuantInfo:
             text += f" eps[{len(self.eps)}]"
         elif self.eps is not None:
             text += f" eps={self.eps:.6g}"
+        if self.codebook is not None:
+            text += f" codebook[{len(self.codebook)}]"
         return text
 
     def to_json(self) -> dict:
-        return {"range": self.range.to_json(), "eps": _eps_json(self.eps), "axis": self.axis}
+        data = {"range": self.range.to_json(), "eps": _eps_json(self.eps), "axis": self.axis}
+        if self.codebook is not None:  # only then: files without codebooks are unchanged
+            data["codebook"] = [int(c) for c in self.codebook]
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> QuantInfo:
         eps = data.get("eps")
         eps = tuple(float(e) for e in eps) if isinstance(eps, list) else eps
-        return cls(IntRange.from_json(data["range"]), eps, data.get("axis"))
+        book = data.get("codebook")
+        book = tuple(int(c) for c in book) if book is not None else None
+        return cls(IntRange.from_json(data["range"]), eps, data.get("axis"), book)
 
 
 def _eps_json(eps):
@@ -126,12 +153,13 @@ class Value:
         return self.bytes_for(self.numel)
 
     def bytes_for(self, n: int | None) -> int | None:
-        """Bytes of ``n`` elements of this value: ``ceil(n*bits/8)`` when quantised,
-        else ``n`` times the dtype size (None when ``n`` or the dtype is unknown)."""
+        """Bytes of ``n`` elements of this value: ``ceil(n*bits/8)`` when quantised
+        (``bits`` the index width of a codebook), else ``n`` times the dtype size (None
+        when ``n`` or the dtype is unknown)."""
         if n is None or self.dtype is None:
             return None
         if self.quant is not None:
-            return (n * self.quant.bits + 7) // 8
+            return (n * self.quant.storage_bits + 7) // 8
         return n * np.dtype(self.dtype).itemsize
 
     def shape_str(self) -> str:
@@ -277,6 +305,9 @@ class Graph:
             raise ValidationError(
                 f"constant '{v.name}': values outside its range {v.quant.range}"
             )
+        book = None if v.quant is None else v.quant.codebook
+        if book is not None and not np.all(np.isin(data, np.asarray(book, dtype=np.int64))):
+            raise ValidationError(f"constant '{v.name}': values outside its codebook")
 
     # -- printing -------------------------------------------------------------------
     def dump(self) -> str:

@@ -1,0 +1,217 @@
+"""The integer IR of a resolved PTQ config, in our dialect (DESIGN §3, §8).
+
+- a graph input becomes an integer tensor at ε = 2^−FL (``Model.run`` quantises a float
+  input by the input rule, round half up);
+- a linear layer becomes ``Conv/Gemm/MatMul(x̂, ŵ, b̂) → acc`` (int64, exact) then
+  ``RequantShift(acc, mul, add)`` with ``shift = d = max_c d_c``, ``mul_c = 2^(d − d_c)``,
+  ``add = 2^(d−1)`` (round half up) where ``d_c = FL_x + FL_w[c] − FL_out``: a pure shift
+  for per-tensor weights (mul = 1) — and ``lo = 0`` when a Relu was fused;
+- an add layer becomes a HarmonisedAdd whose inputs are shifted to the output FL;
+- a global average pool becomes ``ReduceSum`` (exact) and a RequantShift by
+  ``mul/2^d ≈ 2^(FL_out − FL_x)/count`` (:func:`pool_requant`);
+- a clustered weight is its decoded integers with the codebook in its QuantInfo;
+- a float node reads its integer inputs through ``Cast → Mul(ε)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from edgeq.engine.ir import EDGEQ_DOMAIN, Graph, Node, QuantInfo, Value
+from edgeq.engine.ptq import fixedpoint as fp
+from edgeq.engine.ptq.config import PTQConfig, VarQuant
+from edgeq.engine.ptq.emulate import activation_quant
+from edgeq.engine.ptq.plan import Layer, Plan
+from edgeq.engine.ptq.resolve import weight_integers, weight_range
+from edgeq.errors import IntegerOverflowError
+from edgeq.numerics import IntRange, narrowest_dtype
+
+
+def act_info(vq: VarQuant) -> tuple[QuantInfo, np.dtype]:
+    rng = fp.int_range(vq.bits, vq.signed)
+    return QuantInfo(rng, float(np.exp2(-vq.fl))), narrowest_dtype(rng.lo, rng.hi)
+
+
+def lower(graph: Graph, plan: Plan, cfg: PTQConfig) -> Graph:
+    """A new, validated integer graph; ``graph`` is not modified."""
+    from edgeq.engine.backends.reference import supported_ops
+    from edgeq.engine.passes.shapes import complete_shapes
+
+    g = graph.copy()
+    acts = activation_quant(plan, graph, cfg)
+    for name in g.inputs:
+        _set_act(g.values[name], acts[name])
+    layers = {x.node.name: x for x in plan.layers}
+    fused = {x.relu.name for x in plan.layers if x.relu is not None}
+    nodes: list[Node] = []
+    dequantised: dict[str, str] = {}
+    for node in g.nodes:
+        if node.name in fused:
+            continue
+        if node.name in plan.index_nodes:
+            nodes.append(node)
+        elif node.name in plan.float_nodes:
+            node.inputs = [_dequantise(g, i, acts, dequantised, nodes) for i in node.inputs]
+            nodes.append(node)
+        elif node.name in layers:
+            layer = layers[node.name]
+            lq = cfg.layers[layer.name]
+            if layer.kind == "linear":
+                nodes += _linear(g, layer, acts[node.inputs[0]], lq.weights, lq.activations)
+            elif layer.kind == "pool":
+                nodes += _pool(g, layer, acts[node.inputs[0]], lq.activations)
+            else:
+                nodes.append(_add(g, layer, [acts[i] for i in node.inputs], lq.activations))
+        else:  # pass-through: same quantisation as its input
+            nodes.append(node)
+            src, out = g.values[node.inputs[0]], g.values[node.outputs[0]]
+            out.dtype, out.quant = src.dtype, src.quant
+    g.nodes = nodes
+    g.remove_unused()
+    g.meta = {**g.meta, "ptq": "edgeq"}
+    g = complete_shapes(g)
+    g.validate(supported_ops())
+    return g
+
+
+def _set_act(v: Value, vq: VarQuant) -> None:
+    v.quant, v.dtype = act_info(vq)
+    v.dtype = np.dtype(v.dtype)
+
+
+def _const(g: Graph, base: str, data: np.ndarray, quant: QuantInfo | None = None) -> str:
+    name = g.fresh_name(base)
+    g.values[name] = Value(name, tuple(data.shape), data.dtype, quant, data)
+    return name
+
+
+def _linear(g: Graph, layer: Layer, x_q: VarQuant, wq: VarQuant, aq: VarQuant) -> list[Node]:
+    node, axis = layer.node, layer.channel_axis
+    wv = g.values[layer.weight]
+    w_int = weight_integers(wv.data, wq, axis)
+    rng = weight_range(wq)
+    w_fl = np.asarray(wq.channel_fl if wq.channel_fl is not None else wq.fl, dtype=np.int64)
+    eps = tuple(float(e) for e in np.exp2(-w_fl)) if w_fl.ndim else float(np.exp2(-w_fl))
+    quant = QuantInfo(rng, eps, axis if w_fl.ndim else None, wq.codebook)
+    wv.data = w_int.astype(narrowest_dtype(rng.lo, rng.hi))
+    wv.dtype, wv.quant = wv.data.dtype, quant
+    inputs = [node.inputs[0], layer.weight]
+    if layer.bias is not None:
+        inputs.append(_bias(g, layer, x_q.fl + w_fl))
+    acc = g.fresh_name(f"{node.name}.acc")
+    g.values[acc] = Value(acc, None, np.dtype(np.int64))
+    linear = Node(node.op, node.name, inputs, [acc], dict(node.attrs), node.domain)
+    d_c = x_q.fl + w_fl - aq.fl  # per-channel (or scalar) right shift
+    d = max(int(np.max(d_c)), 0)
+    mul = np.exp2(d - d_c).astype(np.int64)
+    if mul.ndim:  # per channel: along axis 1 of the output
+        out_rank = len(g.values[node.outputs[0]].shape or (0, 0))
+        mul = mul.reshape((1, -1) + (1,) * (out_rank - 2))
+    add = np.asarray(2 ** (d - 1) if d > 0 else 0, dtype=np.int64)
+    q, dtype = act_info(aq)
+    lo = 0 if layer.relu is not None else q.range.lo
+    out = g.values[layer.output]
+    out.quant, out.dtype = q, np.dtype(dtype)
+    rq = Node("RequantShift", g.fresh_name(f"{node.name}.requant"),
+              [acc, _const(g, f"{node.name}.mul", mul), _const(g, f"{node.name}.add", add)],
+              [layer.output], {"shift": d, "lo": lo, "hi": q.range.hi}, EDGEQ_DOMAIN)
+    return [linear, rq]
+
+
+def _bias(g: Graph, layer: Layer, fl) -> str:
+    """The bias as integers at ε_x·ε_w (round half up), in the narrowest signed width."""
+    b = g.values[layer.bias].data.astype(np.float64)
+    q = np.floor(b * np.exp2(np.asarray(fl, dtype=np.float64)) + 0.5).astype(np.int64)
+    m = int(np.max(np.abs(q))) if q.size else 0
+    bits = max(32, m.bit_length() + 1)
+    if bits > 62:
+        raise IntegerOverflowError(
+            f"node '{layer.name}': the integer bias needs {bits} bits at ε_x·ε_w = 2^-{np.max(fl)} "
+            "(the layer's input and weight FLs are very large: are its activations all ~0?)")
+    eps = np.exp2(-np.asarray(fl, dtype=np.float64))
+    eps = tuple(float(e) for e in eps) if eps.ndim else float(eps)
+    quant = QuantInfo(IntRange.from_bits(bits, True), eps, q.ndim - 1 if isinstance(eps, tuple)
+                      else None)
+    return _const(g, f"{layer.name}.bias_q", q.astype(np.int32 if bits == 32 else np.int64), quant)
+
+
+def _add(g: Graph, layer: Layer, ins: list[VarQuant], aq: VarQuant) -> Node:
+    attrs = {"in_mul": [], "in_add": [], "in_shift": [], "in_rq": []}
+    for vq in ins:
+        d = vq.fl - aq.fl
+        mul, add, shift = (1, 2 ** (d - 1), d) if d > 0 else (2**-d, 0, 0)
+        for k, v in zip(attrs, (mul, add, shift, int(d != 0)), strict=True):
+            attrs[k].append(v)
+    q, dtype = act_info(aq)
+    out = g.values[layer.output]
+    out.quant, out.dtype = q, np.dtype(dtype)
+    attrs.update(lo=0 if layer.relu is not None else q.range.lo, hi=q.range.hi)
+    return Node("HarmonisedAdd", layer.node.name, list(layer.node.inputs), [layer.output],
+                attrs, EDGEQ_DOMAIN)
+
+
+POOL_MUL_BITS = 16
+
+
+def pool_requant(count: int, fl_x: int, fl_y: int) -> tuple[int, int]:
+    """``(mul, d)`` with ``mul/2^d ≈ 2^(fl_y − fl_x)/count``: exact when ``count`` is a
+    power of two (mul a power of two), else ``mul`` keeps 16 significant bits."""
+    k = (count - 1).bit_length()  # ceil(log2 count)
+    if count == 1 << k:
+        mul, d = 1, k + fl_x - fl_y
+    else:
+        s = POOL_MUL_BITS - 1 + k
+        mul, d = (2 * (1 << s) + count) // (2 * count), s + fl_x - fl_y  # round(2^s / count)
+    if d < 0:
+        mul, d = mul << -d, 0
+    return mul, d
+
+
+def apply_requant(acc: np.ndarray, mul: int, d: int, lo: int, hi: int) -> np.ndarray:
+    """``clip(floor((acc·mul + 2^(d−1)) / 2^d), lo, hi)`` in int64 (round half up)."""
+    add = (1 << (d - 1)) if d > 0 else 0
+    return np.clip((np.asarray(acc, np.int64) * mul + add) >> d, lo, hi)
+
+
+def _pool(g: Graph, layer: Layer, x_q: VarQuant, aq: VarQuant) -> list[Node]:
+    from edgeq.engine.ptq.plan import pool_count
+
+    node = layer.node
+    x = g.values[node.inputs[0]]
+    mul, d = pool_requant(pool_count(g, node), x_q.fl, aq.fl)
+    acc = g.fresh_name(f"{node.name}.sum")
+    g.values[acc] = Value(acc, None, np.dtype(np.int64))
+    axes = np.arange(2, len(x.shape), dtype=np.int64)
+    if g.opset >= 13:
+        total = Node("ReduceSum", node.name, [x.name, _const(g, f"{node.name}.axes", axes)],
+                     [acc], {"keepdims": 1})
+    else:
+        total = Node("ReduceSum", node.name, [x.name], [acc],
+                     {"axes": axes.tolist(), "keepdims": 1})
+    q, dtype = act_info(aq)
+    out = g.values[layer.output]
+    out.quant, out.dtype = q, np.dtype(dtype)
+    add = np.asarray(2 ** (d - 1) if d > 0 else 0, dtype=np.int64)
+    lo = 0 if layer.relu is not None else q.range.lo
+    rq = Node("RequantShift", g.fresh_name(f"{node.name}.requant"),
+              [acc, _const(g, f"{node.name}.mul", np.asarray(mul, np.int64)),
+               _const(g, f"{node.name}.add", add)],
+              [layer.output], {"shift": d, "lo": lo, "hi": q.range.hi}, EDGEQ_DOMAIN)
+    return [total, rq]
+
+
+def _dequantise(g: Graph, name: str, acts: dict, done: dict, nodes: list) -> str:
+    """An integer value as float32 for a float node: Cast, then Mul by its ε."""
+    if not name or name not in acts or g.values[name].is_const:
+        return name
+    if name not in done:
+        cast = g.fresh_name(f"{name}.float")
+        g.values[cast] = Value(cast, g.values[name].shape, np.dtype(np.float32))
+        nodes.append(Node("Cast", cast, [name], [cast], {"to": onnx.TensorProto.FLOAT}))
+        eps = _const(g, f"{name}.eps", np.asarray(np.exp2(-acts[name].fl), np.float32))
+        real = g.fresh_name(f"{name}.real")
+        g.values[real] = Value(real, g.values[name].shape, np.dtype(np.float32))
+        nodes.append(Node("Mul", real, [cast, eps], [real]))
+        done[name] = real
+    return done[name]
