@@ -55,3 +55,7 @@ class ValidationError(EdgeqError):
 
 class InputFileError(EdgeqError):
     """An input tensor file (.npy or QuantLab/DORY text vector) that cannot be read."""
+
+
+class BackendError(EdgeqError):
+    """A node no selected backend can run, or a backend rule that cannot be honoured."""
