@@ -1,4 +1,4 @@
-"""The ``edgeq`` command: ``run``, ``inspect``, ``demo``, ``quantize`` and ``f2t-report``.
+"""The ``edgeq`` command: ``run``, ``inspect``, ``bench``, ``demo``, ``quantize``, ``f2t-report``.
 
 Every :class:`~edgeq.errors.EdgeqError` becomes ``error: <message>`` on stderr and exit
 status 1; usage errors exit with 2 (argparse). This module imports no torch and no
@@ -50,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("model", metavar="MODEL.onnx")
     _input_range_flags(inspect)
     inspect.set_defaults(func=cmd_inspect)
+
+    bench = sub.add_parser("bench", help="time a model on a backend: latency, images/s, layers")
+    bench.add_argument("model", metavar="MODEL.onnx")
+    bench.add_argument("--backend", choices=("reference", "c", "ort"), default="c",
+                       help="reference (NumPy spec), c (generated C) or ort (onnxruntime)")
+    bench.add_argument("--batch", type=int, default=1, metavar="B", help="images per run")
+    bench.add_argument("--threads", type=int, default=1, metavar="T", help="threads")
+    bench.add_argument("--repeat", type=int, default=20, metavar="N", help="timed runs")
+    bench.add_argument("--per-layer", action="store_true",
+                       help="per-layer table: time, MACs, GMAC/s, share (c and reference)")
+    _input_range_flags(bench)
+    bench.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser(
         "demo", help="end to end on the bundled digits: FP -> 8-bit PACT QAT -> integer engine")
@@ -154,8 +166,31 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         for name in names:
             v = graph.values[name]
             print(f"  {kind} {name}: {v.shape_str()} {precision_of(v)}")
+    graph = _with_bounds(graph)
     print()
     print(format_table(layer_table(graph)))
+    return 0
+
+
+def _with_bounds(graph):
+    """The graph with proven accumulator bounds, or as it is (with a note) when unprovable."""
+    from edgeq.engine.passes.ranges import prove_ranges
+    from edgeq.errors import RangeError
+
+    try:
+        return prove_ranges(graph)
+    except RangeError as exc:
+        print(f"accumulator bounds: not proven ({exc})")
+        return graph
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgeq.engine.bench import bench, format_result
+
+    result = bench(args.model, args.backend, batch=args.batch, threads=args.threads,
+                   repeat=args.repeat, per_layer=args.per_layer,
+                   input_range=_input_range(args))
+    print(format_result(result, args.model))
     return 0
 
 

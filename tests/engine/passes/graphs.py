@@ -68,8 +68,11 @@ def conv_rq_graph(w, b, mul, add, shift, lo, hi, tail=None, pads=(0, 0, 0, 0), g
 
 
 @functools.cache
-def tq_graph(name: str) -> Graph:
-    """The TQ graph of an F2T model family ("mobilenet" is 3DDFA width 1.0, 120 px)."""
+def tq_graph(name: str, significant_bits: int | None = None) -> Graph:
+    """The TQ graph of an F2T model family ("mobilenet" is 3DDFA width 1.0, 120 px).
+
+    ``significant_bits=24`` rounds the requant multipliers so that the graph can be
+    exported to ONNX (integers carried in float32)."""
     import torch
 
     from edgeq.models import DigitsConcatNet, DigitsResNet, mobilenet_v1_3ddfa
@@ -93,7 +96,8 @@ def tq_graph(name: str) -> Graph:
         m.start()
     with torch.no_grad():
         gm(x)
-    return f2t(gm.eval(), x[:1]).to_ir()
+    opts = {} if significant_bits is None else {"significant_bits": significant_bits}
+    return f2t(gm.eval(), x[:1], **opts).to_ir()
 
 
 def random_feeds(g: Graph, batch: int = 2, seed: int = 0, extreme: str | None = None) -> dict:
