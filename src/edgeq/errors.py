@@ -57,5 +57,13 @@ class InputFileError(EdgeqError):
     """An input tensor file (.npy or QuantLab/DORY text vector) that cannot be read."""
 
 
+class BuildError(EdgeqError):
+    """Generated code that cannot be built or run: missing compiler, compiler error."""
+
+
+class OutputDirError(EdgeqError):
+    """An output directory that cannot be written, or is not empty without --force."""
+
+
 class BackendError(EdgeqError):
     """A node no selected backend can run, or a backend rule that cannot be honoured."""

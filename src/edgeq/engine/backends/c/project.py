@@ -1,0 +1,428 @@
+"""Compile an IR graph into a self-contained C99 project and build it.
+
+``compile_model(graph | path, out_dir, target, batch, threads)`` runs the passes
+(fusion, range proof) through :func:`run_passes` so the validator checks each, plans
+memory, writes ``model.h``/``model.c``/``weights.c``, the kernels used, the harness
+``main.c`` and a ``Makefile`` into a temporary directory next to ``out_dir``, builds
+``run_model`` there and renames the directory into place: a failure leaves nothing
+half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.engine.backends.c import generator as gen
+from edgeq.engine.ir import Graph
+from edgeq.errors import BuildError, ConfigError, OutputDirError, ShapeError
+
+KERNEL_FILES = ("eq_kernels.h", "eq_dot.h", "eq_common.c", "eq_requant.c", "eq_conv.c",
+                "eq_gemm.c", "eq_pool.c", "eq_misc.c")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A compiler and its flags, plus how to run the binary on this machine."""
+
+    name: str
+    cc: str
+    cflags: str
+    ldflags: str
+    runner: tuple[str, ...] = ()
+
+
+TARGETS = {
+    "host": Target("host", "gcc", "-O3 -march=native", ""),
+    "cortex-a72": Target("cortex-a72", "aarch64-linux-gnu-gcc", "-O3 -mcpu=cortex-a72",
+                         "-static", ("qemu-aarch64", "-cpu", "cortex-a72")),
+}
+
+
+def target(name: str) -> Target:
+    if name not in TARGETS:
+        raise ConfigError(f"unknown target '{name}'; choose one of {sorted(TARGETS)}")
+    return TARGETS[name]
+
+
+def kernel_source(name: str) -> str:
+    return resources.files("edgeq.engine.backends.c").joinpath("kernels", name).read_text()
+
+
+def harness_source() -> str:
+    return resources.files("edgeq.engine.backends.c").joinpath("runtime", "run_model.c").read_text()
+
+
+def library_digest() -> str:
+    """Hash of the kernel library, the harness and the generator (cache key part)."""
+    h = hashlib.sha256()
+    for name in KERNEL_FILES:
+        h.update(kernel_source(name).encode())
+    h.update(harness_source().encode())
+    h.update(Path(gen.__file__).read_bytes())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------
+# passes
+# ---------------------------------------------------------------------------------
+def concretise(graph: Graph, batch: int) -> Graph:
+    """A copy with symbolic input dims set to ``batch`` and every shape made concrete."""
+    from edgeq.engine.passes.shapes import complete_shapes
+
+    if batch < 1:
+        raise ConfigError(f"batch must be >= 1, got {batch}")
+    g = graph.copy()
+    for name in g.inputs:
+        v = g.values[name]
+        if v.shape is None:
+            raise ShapeError(f"input '{name}' has no shape: the C backend needs one")
+        dims = tuple(d if isinstance(d, int) else batch for d in v.shape)
+        if dims and isinstance(v.shape[0], int) and v.shape[0] != batch and batch != 1:
+            raise ShapeError(f"input '{name}' has a fixed batch of {v.shape[0]}, not {batch}")
+        v.shape = dims
+    # Trial run with the concrete shapes: intermediate shapes become concrete too.
+    for v in g.values.values():
+        if not v.is_const and v.name not in g.inputs and v.shape is not None:
+            if any(not isinstance(d, int) for d in v.shape):
+                v.shape = None
+    return complete_shapes(g)
+
+
+def prepare_graph(graph: Graph, batch: int = 1) -> Graph:
+    """Concrete shapes, then fusion and the range proof, validated after each pass."""
+    from edgeq.engine.backends.reference import supported_ops
+    from edgeq.engine.passes import run_passes
+    from edgeq.engine.passes.fusion import fuse_clip, fuse_requant
+    from edgeq.engine.passes.ranges import prove_ranges
+
+    g = concretise(graph, batch)
+    return run_passes(g, [fuse_requant, fuse_clip, prove_ranges], known_ops=supported_ops())
+
+
+def plan(graph: Graph, batch: int = 1):
+    from edgeq.engine.passes.memory import plan_memory
+
+    # NCHW everywhere: a channel slice of a batch-1 Concat output is contiguous.
+    return plan_memory(graph, batch=batch, align=64, inplace=True, concat_views=True)
+
+
+# ---------------------------------------------------------------------------------
+# sources
+# ---------------------------------------------------------------------------------
+def _c_string(s: str) -> str:
+    safe = "".join(ch if ch.isprintable() and not ch.isspace() and ch not in '"\\' else "_"
+                   for ch in s)
+    return f'"{safe or "_"}"'
+
+
+def _io_info(graph: Graph, name: str, prefix: str) -> list[str]:
+    v = graph.values[name]
+    shape = [int(d) for d in v.shape]
+    dims = ", ".join(str(d) for d in shape) or "1"
+    numel = int(np.prod(shape, dtype=np.int64))
+    lines = [
+        f"const int {prefix}_dtype = {gen.DTYPE_CODES[np.dtype(v.dtype)]};",
+        f"const int {prefix}_rank = {len(shape)};",
+        f"const long {prefix}_shape[{max(len(shape), 1)}] = {{{dims}}};",
+        f"const size_t {prefix}_numel = {numel};",
+    ]
+    if prefix == "eq_in":
+        q = v.quant
+        eps = q.eps if q is not None and isinstance(q.eps, float) else 0.0
+        lines += [
+            f"const int eq_in_quantised = {int(q is not None)};",
+            f"const double eq_in_eps = {eps!r};",
+            f"const int64_t eq_in_lo = {gen._c_int(q.range.lo if q else 0)};",
+            f"const int64_t eq_in_hi = {gen._c_int(q.range.hi if q else 0)};",
+        ]
+    return lines
+
+
+MODEL_H = """/* Generated by edgeq: the model's interface (see model.c). */
+#ifndef EQ_MODEL_H
+#define EQ_MODEL_H
+#include <stddef.h>
+#include <stdint.h>
+
+extern const int eq_in_dtype, eq_in_rank, eq_in_quantised;
+extern const long eq_in_shape[];
+extern const size_t eq_in_numel;
+extern const double eq_in_eps;
+extern const int64_t eq_in_lo, eq_in_hi;
+extern const int eq_out_dtype, eq_out_rank;
+extern const long eq_out_shape[];
+extern const size_t eq_out_numel;
+extern const int eq_n_layers;
+extern const char *const eq_layer_names[];
+extern const char *const eq_layer_ops[];
+extern const size_t eq_arena_bytes;
+
+void *eq_input(void);
+void *eq_output(void);
+void eq_run(void);
+void eq_run_layer(int i);
+#endif
+"""
+
+
+def model_c(graph: Graph, em: gen._Emitter, arena_bytes: int) -> str:
+    inp, out = graph.inputs[0], graph.outputs[0]
+    lines = [
+        "/* Generated by edgeq: the call sequence of the model. Data is in weights.c,",
+        " * kernels in eq_*.c; one static arena holds every activation (memory plan). */",
+        "#include <math.h>",
+        "#include <stdint.h>",
+        "#include <string.h>",
+        '#include "eq_kernels.h"',
+        '#include "model.h"',
+        "",
+        *em.decls,
+        "",
+        f"const size_t eq_arena_bytes = {arena_bytes};",
+        f"static uint8_t arena[{max(arena_bytes, 1)}] __attribute__((aligned(64)));",
+    ]
+    ctypes = {"cols8": "uint8_t", "acc32": "int32_t", "pad16": "int16_t", "acc64": "int64_t"}
+    for buf, ctype in ctypes.items():
+        n = em.scratch.get(buf, 0)
+        if n:
+            lines.append(f"static {ctype} s_{buf}[{n}] __attribute__((aligned(64)));")
+    lines += _io_info(graph, inp, "eq_in") + _io_info(graph, out, "eq_out")
+    lines.append(f"void *eq_input(void) {{ return {em.ptr(inp)}; }}")
+    lines.append(f"void *eq_output(void) {{ return {em.ptr(out)}; }}")
+    for i, (_, _, body) in enumerate(em.layers):
+        lines.append(f"static void layer_{i}(void) {{")
+        lines += [f"    {b}" for b in body]
+        lines.append("}")
+    n = len(em.layers)
+    names = ", ".join(_c_string(name) for name, _, _ in em.layers) or '""'
+    ops = ", ".join(_c_string(op) for _, op, _ in em.layers) or '""'
+    table = ", ".join(f"layer_{i}" for i in range(n)) or "0"
+    lines += [
+        f"const int eq_n_layers = {n};",
+        f"const char *const eq_layer_names[] = {{{names}}};",
+        f"const char *const eq_layer_ops[] = {{{ops}}};",
+        f"static void (*const layers[])(void) = {{{table}}};",
+        "void eq_run_layer(int i) { layers[i](); }",
+        "void eq_run(void) { for (int i = 0; i < eq_n_layers; i++) layers[i](); }",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def weights_c(em: gen._Emitter) -> str:
+    return ("/* Generated by edgeq: constant data (weights, biases, requantisation). */\n"
+            "#include <math.h>\n#include <stdint.h>\n\n" + "\n".join(em.weights) + "\n")
+
+
+def makefile(t: Target) -> str:
+    srcs = " ".join(["main.c", "model.c"] + [f for f in KERNEL_FILES if f.endswith(".c")])
+    return f"""# Generated by edgeq. `make` builds run_model with {t.cc} ({t.name}).
+CC = {t.cc}
+CFLAGS = -std=c99 {t.cflags} -Wall -Wextra -Werror
+LDFLAGS = {t.ldflags}
+SRCS = {srcs}
+
+run_model: $(SRCS) weights.o eq_kernels.h eq_dot.h model.h
+\t$(CC) $(CFLAGS) -o $@ $(SRCS) weights.o $(LDFLAGS) -lm
+
+# data only: no optimisation needed, and large initialisers compile faster at -O0
+weights.o: weights.c
+\t$(CC) -std=c99 -O0 -Wall -Wextra -Werror -c -o $@ weights.c
+
+clean:
+\trm -f run_model weights.o
+"""
+
+
+def write_sources(graph: Graph, mplan, directory: Path, t: Target) -> None:
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise ConfigError(
+            f"graph '{graph.name}': the C backend takes one input and one output, "
+            f"this graph has {len(graph.inputs)} and {len(graph.outputs)}")
+    em = gen.emit(graph, mplan, graph.meta.get("bounds", {}))
+    files = {
+        "model.h": MODEL_H,
+        "model.c": model_c(graph, em, int(mplan.arena_bytes)),
+        "weights.c": weights_c(em),
+        "main.c": harness_source(),
+        "Makefile": makefile(t),
+    }
+    for name in KERNEL_FILES:
+        files[name] = kernel_source(name)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+
+
+# ---------------------------------------------------------------------------------
+# build
+# ---------------------------------------------------------------------------------
+def build(directory: Path, t: Target) -> Path:
+    if shutil.which(t.cc) is None:
+        raise BuildError(f"compiler '{t.cc}' for target {t.name} not found on PATH "
+                         "(scripts/install-arm-toolchain.sh installs the cross toolchain)")
+    if shutil.which("make") is None:
+        raise BuildError("'make' not found on PATH")
+    proc = subprocess.run(["make", "-s", "-C", str(directory)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        first = _first_error(proc.stderr + proc.stdout)
+        raise BuildError(f"build of {directory.name} failed: {first}")
+    return directory / "run_model"
+
+
+def _first_error(text: str) -> str:
+    for line in text.splitlines():
+        if "error" in line:
+            return line.strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[0].strip() if lines else "no compiler output"
+
+
+def _check_out_dir(out: Path, force: bool) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise OutputDirError(f"--out '{out}' exists and is not a directory")
+        if any(out.iterdir()) and not force:
+            raise OutputDirError(f"--out '{out}' is not empty (use --force to replace it)")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.exists():
+        raise OutputDirError(f"--out '{out}': parent directory '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputDirError(f"--out '{out}': directory '{parent}' is not writable")
+
+
+# ---------------------------------------------------------------------------------
+# the compiled model
+# ---------------------------------------------------------------------------------
+class CompiledModel:
+    """A built ``run_model`` plus what it was built from; ``run`` executes it."""
+
+    def __init__(self, graph: Graph, mplan, directory: Path, t: Target, batch: int) -> None:
+        self.graph = graph
+        self.plan = mplan
+        self.directory = Path(directory)
+        self.target = t
+        self.batch = batch
+
+    @property
+    def binary(self) -> Path:
+        return self.directory / "run_model"
+
+    @property
+    def arena_bytes(self) -> int:
+        return int(self.plan.arena_bytes)
+
+    def command(self, *args: str) -> list[str]:
+        return [*self.target.runner, str(self.binary), *args]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on ``feeds`` (input name -> array in the input's dtype, or float for a
+        quantised input with known ε); returns {output name: array}."""
+        (name,) = self.graph.inputs
+        if name not in feeds:
+            raise ConfigError(f"input '{name}' was not supplied")
+        x = np.ascontiguousarray(feeds[name])
+        v = self.graph.values[name]
+        if tuple(x.shape) != tuple(v.shape):
+            raise ShapeError(f"input '{name}' has shape {list(x.shape)}, the compiled model "
+                             f"expects {list(v.shape)}")
+        with tempfile.TemporaryDirectory(prefix="edgeq-run-") as tmp:
+            xin, yout = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
+            np.save(xin, x)
+            proc = subprocess.run(self.command(str(xin), str(yout)), capture_output=True, text=True)
+            if proc.returncode != 0:
+                detail = proc.stderr.strip() or f"exit status {proc.returncode}"
+                raise BuildError(f"{self.binary}: {detail}")
+            y = np.load(yout)
+        return {self.graph.outputs[0]: y}
+
+    def latency(self, x: np.ndarray, repeat: int = 20, per_layer: bool = False):
+        """(median ms, [(index, name, op, median_us)]) from ``run_model --repeat``."""
+        with tempfile.TemporaryDirectory(prefix="edgeq-run-") as tmp:
+            xin, yout = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
+            np.save(xin, np.ascontiguousarray(x))
+            args = [str(xin), str(yout), "--repeat", str(repeat)]
+            if per_layer:
+                args.append("--per-layer")
+            proc = subprocess.run(self.command(*args), capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise BuildError(f"{self.binary}: {proc.stderr.strip()}")
+        ms, layers = None, []
+        for line in proc.stdout.splitlines():
+            parts = line.split()
+            if parts and parts[0] == "latency_ms_median":
+                ms = float(parts[1])
+            elif parts and parts[0] == "layer":
+                layers.append((int(parts[1]), parts[2], parts[3], float(parts[4])))
+        return ms, layers
+
+
+def compile_graph(graph: Graph, out_dir, target_name: str = "host", batch: int = 1,
+                  threads: int = 1, force: bool = False) -> CompiledModel:
+    """Prepare, plan, write and build ``graph`` into ``out_dir`` (atomically)."""
+    if threads != 1:
+        raise ConfigError("threads: only --threads 1 is implemented by the C backend")
+    t = target(target_name)
+    out = Path(out_dir)
+    _check_out_dir(out, force)
+    g = prepare_graph(graph, batch)
+    mplan = plan(g, batch)
+    parent = out.parent if str(out.parent) else Path(".")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        write_sources(g, mplan, tmp, t)
+        build(tmp, t)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return CompiledModel(g, mplan, out, t, batch)
+
+
+def compile_model(model, out_dir, target: str = "host", batch: int = 1, threads: int = 1,
+                  force: bool = False) -> CompiledModel:
+    """``model``: an IR Graph, or a path to an ONNX file (imported as ``edgeq.engine.load``)."""
+    if not isinstance(model, Graph):
+        from edgeq.engine.onnx import import_onnx
+
+        model = import_onnx(model)
+    return compile_graph(model, out_dir, target, batch, threads, force)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edgeq"
+
+
+def graph_digest(graph: Graph) -> str:
+    """A content hash of a graph: structure, attributes, shapes, dtypes and constants."""
+    h = hashlib.sha256()
+    h.update(graph.dump().encode())
+    for v in sorted(graph.constants(), key=lambda v: v.name):
+        h.update(v.name.encode())
+        h.update(np.ascontiguousarray(v.data).tobytes())
+    return h.hexdigest()
+
+
+def compile_cached(graph: Graph, target_name: str = "host", batch: int = 1,
+                   threads: int = 1) -> CompiledModel:
+    """compile_graph into the user cache dir, keyed by content hash; reuses a built one."""
+    key = hashlib.sha256(
+        f"{graph_digest(graph)}|{target_name}|{batch}|{threads}|{library_digest()}".encode()
+    ).hexdigest()[:24]
+    out = cache_dir() / key
+    if (out / "run_model").exists():
+        g = prepare_graph(graph, batch)
+        return CompiledModel(g, plan(g, batch), out, target(target_name), batch)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return compile_graph(graph, out, target_name, batch, threads, force=True)
