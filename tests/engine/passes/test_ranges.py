@@ -161,3 +161,23 @@ def test_an_integer_op_without_a_rule_names_the_node():
     run_graph(g, {"x": np.ones((1, 4), np.uint8)})  # the reference runs it...
     with pytest.raises(RangeError, match="node 'div' \\(Div\\): no range rule"):
         prove_ranges(g)  # ...but its bound is not proven
+
+
+def test_harmonised_add_hand_computed():
+    """a u8 rescaled by floor((3a+1)/4) in [0,191] plus b s8 [-128,127] -> s in [-128,318];
+    out: floor((-2s+5)/2) in [-316,130] clipped to [-100,100]."""
+    s8 = IntRange.from_bits(8, True)
+    g = graph([node("HarmonisedAdd", "hadd", ["a", "b"], ["y"], in_mul=[3, 1], in_add=[1, 0],
+                    in_shift=[2, 0], in_rq=[1, 0], out_mul=-2, out_add=5, out_shift=1,
+                    out_rq=1, lo=-100, hi=100)],
+              [value("a", ("N", 4), np.uint8, U8), value("b", ("N", 4), np.int8, s8),
+               value("y", ("N", 4), np.int8, IntRange.from_bounds(-100, 100))],
+              ["a", "b"], ["y"])
+    proven = prove_ranges(g)
+    # products: 3a+1 in [1,766] (3a in [0,765]); -2s in [-636,256], -2s+5 in [-631,261]
+    assert proven.meta["bounds"]["hadd"] == NodeBounds(-128, 318, -636, 766)
+    assert proven.meta["value_ranges"]["y"] == (-100, 100)
+    lo = {"a": np.zeros((1, 4), np.uint8), "b": np.full((1, 4), 127, np.int8)}
+    assert observe_all(g, lo)["y"].min() == -100  # s = 127: floor(-249/2) = -125 -> -100
+    for extreme in (None, "lo", "hi"):
+        _contains(g, proven, random_feeds(g, extreme=extreme))

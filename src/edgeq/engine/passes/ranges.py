@@ -442,12 +442,14 @@ def _harmonised_add(ctx: _Ctx) -> tuple[Interval, NodeBounds]:
         "in_rq", 0)
     big = (-(2**200), 2**200)  # the reference applies no clip to the input rescales
     total, p_lo, p_hi = None, math.inf, -math.inf
+    neg = pos = 0  # partial sums lie within [sum of negative parts, sum of positive parts]
     for j, i in enumerate(ins):
         iv = ctx.iv(i).scalar()
         if rqs[j]:
             iv, prods = _requantise(iv, (muls[j],), (adds[j], adds[j]), shifts[j], *big)
             p_lo, p_hi = min(p_lo, prods[0]), max(p_hi, prods[1])
         total = iv if total is None else Interval(total.lo + iv.lo, total.hi + iv.hi)
+        neg, pos = neg + min(iv.lo, 0), pos + max(iv.hi, 0)
     s_lo, s_hi = total.hull()
     lo, hi = int(a["lo"]), int(a["hi"])
     if a.get("out_rq", 0):
@@ -456,9 +458,10 @@ def _harmonised_add(ctx: _Ctx) -> tuple[Interval, NodeBounds]:
         p_lo, p_hi = min(p_lo, prods[0]), max(p_hi, prods[1])
     else:
         out = Interval(min(max(s_lo, lo), hi), min(max(s_hi, lo), hi))
+    acc = (min(neg, s_lo), max(pos, s_hi)) if n > 1 else (s_lo, s_hi)
     if p_lo == math.inf:
-        return out, NodeBounds(s_lo, s_hi)
-    return out, NodeBounds(s_lo, s_hi, min(p_lo, s_lo), max(p_hi, s_hi))
+        return out, NodeBounds(*acc)
+    return out, NodeBounds(*acc, min(p_lo, s_lo), max(p_hi, s_hi))
 
 
 # -- elementwise integer ops -----------------------------------------------------------------
