@@ -43,8 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="channel order of multi-channel text vectors (QuantLab/DORY files use hwc)",
     )
     run.add_argument("--out", metavar="OUT.npz", help="also write the outputs to an .npz")
+    run.add_argument("--backend", default="reference", metavar="SPEC",
+                     help="reference (default), c, c:cortex-a72, or rules such as "
+                          "'default=c,Conv=reference' (op type or node name, first match wins)")
     _input_range_flags(run)
     run.set_defaults(func=cmd_run)
+
+    comp = sub.add_parser("compile", help="generate and build a C program for a model")
+    comp.add_argument("model", metavar="MODEL.onnx")
+    comp.add_argument("--target", choices=("host", "cortex-a72"), default="host",
+                      help="host (gcc -march=native) or cortex-a72 (aarch64 cross, static)")
+    comp.add_argument("--out", required=True, metavar="DIR", help="directory of the C project")
+    comp.add_argument("--backend", default="c", metavar="SPEC",
+                      help="backend spec; every node must be assigned to c (default: c)")
+    comp.add_argument("--batch", type=int, default=1, metavar="N", help="images per run")
+    comp.add_argument("--threads", type=int, default=1, metavar="T", help="threads (1)")
+    comp.add_argument("--force", action="store_true", help="replace a non-empty DIR")
+    _input_range_flags(comp)
+    comp.set_defaults(func=cmd_compile)
 
     inspect = sub.add_parser("inspect", help="print the per-layer table of a model")
     inspect.add_argument("model", metavar="MODEL.onnx")
@@ -136,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edgeq.engine import load
     from edgeq.engine.tensor_io import load_input, write_npz
 
-    model = load(args.model, input_range=_input_range(args))
+    model = load(args.model, input_range=_input_range(args), backend=args.backend)
     names = [i.name for i in model.inputs]
     feeds: dict[str, np.ndarray] = {}
     for spec in args.input:
@@ -182,6 +198,28 @@ def _with_bounds(graph):
     except RangeError as exc:
         print(f"accumulator bounds: not proven ({exc})")
         return graph
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from edgeq.engine import load
+    from edgeq.engine.backends.c import compile_model
+
+    model = load(args.model, input_range=_input_range(args), backend=args.backend)
+    others = sorted({b for b in model._assignment.values() if b.split(":")[0] != "c"})
+    if others:
+        node = next(n for n, b in model._assignment.items() if b in others)
+        raise EdgeqError(f"compile: node '{node}' is assigned to backend '{others[0]}'; "
+                         "a compiled program runs only the c backend")
+    cm = compile_model(model.graph, args.out, target=args.target, batch=args.batch,
+                       threads=args.threads, force=args.force)
+    p = cm.plan
+    print(f"wrote {args.out}: {len(cm.graph.nodes)} nodes, target {args.target}, "
+          f"batch {args.batch}")
+    print(f"arena {p.arena_bytes} bytes, lower bound {p.lower_bound} bytes "
+          f"(ratio {p.ratio:.3f})")
+    runner = " ".join([*cm.target.runner, str(cm.binary)])
+    print(f"run: {runner} IN.npy OUT.npy [--repeat N] [--per-layer]")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

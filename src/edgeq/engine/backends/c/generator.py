@@ -57,7 +57,9 @@ def _dt(graph: Graph, name: str) -> np.dtype:
 
 
 def _shape(graph: Graph, name: str) -> tuple[int, ...]:
-    return tuple(int(d) for d in graph.values[name].shape)
+    """Concrete shape (a symbolic dim, before compilation fixes the batch, counts as 1)."""
+    return tuple(int(d) if isinstance(d, (int, np.integer)) else 1
+                 for d in graph.values[name].shape)
 
 
 def _is_float(dt: np.dtype) -> bool:

@@ -1,6 +1,7 @@
 /* Harness of a generated model: run_model IN.npy OUT.npy [--repeat N] [--per-layer].
+ * A model with several inputs/outputs takes IN1.npy ... INn.npy OUT1.npy ... OUTm.npy.
  *
- * Reads the input .npy (NCHW, C order) in the model input's dtype, or in float for a
+ * Reads each input .npy (NCHW, C order) in the model input's dtype, or in float for a
  * quantised input, quantised by the input rule clip(floor(x/eps + 1/2), lo, hi); runs
  * the model; writes the output .npy. --repeat N prints `latency_ms_median <ms>` over N
  * runs; --per-layer prints `layer <i> <name> <op> <median_us>` per layer. */
@@ -132,63 +133,75 @@ static double round_half_up(double v) {
     return f + (v - f >= 0.5 ? 1.0 : 0.0);
 }
 
-static void load_input(const void *src, int src_dt, size_t numel) {
-    void *dst = eq_input();
+static void load_input(int k, const void *src, int src_dt, size_t numel) {
+    void *dst = eq_input(k);
+    const int in_dtype = eq_in_dtype[k];
+    const int64_t lo = eq_in_lo[k], hi = eq_in_hi[k];
+    const double eps = eq_in_eps[k];
+    const int quantised = eq_in_quantised[k];
     const int src_float = src_dt == EQ_F32 || src_dt == EQ_F64;
-    const int dst_float = eq_in_dtype == EQ_F32 || eq_in_dtype == EQ_F64;
+    const int dst_float = in_dtype == EQ_F32 || in_dtype == EQ_F64;
     for (size_t i = 0; i < numel; i++) {
         if (dst_float) {
-            eq_store_f(dst, eq_in_dtype, i, eq_load_f(src, src_dt, i));
+            eq_store_f(dst, in_dtype, i, eq_load_f(src, src_dt, i));
         } else if (src_float) {
-            if (!eq_in_quantised || !(eq_in_eps > 0))
-                fail("float input to an integer model without a known eps", NULL);
-            double q = round_half_up(eq_load_f(src, src_dt, i) / eq_in_eps);
-            q = q < (double)eq_in_lo ? (double)eq_in_lo : q > (double)eq_in_hi ? (double)eq_in_hi : q;
-            eq_store_i(dst, eq_in_dtype, i, (int64_t)q);
+            if (!quantised || !(eps > 0))
+                fail("float input to an integer input without a known eps", NULL);
+            double q = round_half_up(eq_load_f(src, src_dt, i) / eps);
+            q = q < (double)lo ? (double)lo : q > (double)hi ? (double)hi : q;
+            eq_store_i(dst, in_dtype, i, (int64_t)q);
         } else {
             const int64_t v = eq_load_i(src, src_dt, i);
-            if (eq_in_quantised && (v < eq_in_lo || v > eq_in_hi))
-                fail("input value outside the input range", NULL);
-            eq_store_i(dst, eq_in_dtype, i, v);
+            if (quantised && (v < lo || v > hi)) fail("input value outside the input range", NULL);
+            eq_store_i(dst, in_dtype, i, v);
         }
     }
 }
 
+#define EQ_MAX_IO 64
+
 int main(int argc, char **argv) {
-    const char *in_path = NULL, *out_path = NULL;
-    int repeat = 0, per_layer = 0;
+    const char *paths[2 * EQ_MAX_IO];
+    int n_paths = 0, repeat = 0, per_layer = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) {
             repeat = atoi(argv[++i]);
             if (repeat < 1) fail("--repeat needs a positive count", NULL);
         } else if (strcmp(argv[i], "--per-layer") == 0) {
             per_layer = 1;
-        } else if (!in_path) {
-            in_path = argv[i];
-        } else if (!out_path) {
-            out_path = argv[i];
+        } else if (n_paths < 2 * EQ_MAX_IO) {
+            paths[n_paths++] = argv[i];
         } else {
-            fail("unexpected argument ", argv[i]);
+            fail("too many arguments", NULL);
         }
     }
-    if (!in_path || !out_path) fail("usage: run_model IN.npy OUT.npy [--repeat N] [--per-layer]", NULL);
-    int dt, rank;
-    long shape[16];
-    size_t numel;
-    void *x = read_npy(in_path, &dt, shape, &rank, &numel);
-    int same = rank == eq_in_rank;
-    for (int i = 0; same && i < rank; i++) same = shape[i] == eq_in_shape[i];
-    if (!same) fail("input shape does not match the model input", NULL);
-    load_input(x, dt, numel);
+    if (n_paths != eq_n_inputs + eq_n_outputs)
+        fail("usage: run_model IN.npy OUT.npy [--repeat N] [--per-layer] "
+             "(one .npy per model input, then one per output)", NULL);
+    void *xs[EQ_MAX_IO];
+    int dts[EQ_MAX_IO];
+    size_t numels[EQ_MAX_IO];
+    for (int k = 0; k < eq_n_inputs; k++) {
+        int rank;
+        long shape[16];
+        xs[k] = read_npy(paths[k], &dts[k], shape, &rank, &numels[k]);
+        int same = rank == eq_in_rank[k];
+        for (int i = 0; same && i < rank; i++) same = shape[i] == eq_in_shape[k][i];
+        if (!same) fail("input shape does not match the model input: ", paths[k]);
+        load_input(k, xs[k], dts[k], numels[k]);
+    }
     eq_run();
-    write_npy(out_path, eq_output(), eq_out_dtype, eq_out_shape, eq_out_rank, eq_out_numel);
+    for (int k = 0; k < eq_n_outputs; k++)
+        write_npy(paths[eq_n_inputs + k], eq_output(k), eq_out_dtype[k], eq_out_shape[k],
+                  eq_out_rank[k], eq_out_numel[k]);
     if (repeat > 0 || per_layer) {
         const int n = repeat > 0 ? repeat : 10;
         double *total = malloc(sizeof(double) * (size_t)n);
         double *layer = malloc(sizeof(double) * (size_t)n * (size_t)(eq_n_layers ? eq_n_layers : 1));
         if (!total || !layer) fail("out of memory", NULL);
         for (int r = 0; r < n; r++) {
-            load_input(x, dt, numel); /* in-place layers may have reused the input bytes */
+            /* in-place layers may have reused the input bytes: reload */
+            for (int k = 0; k < eq_n_inputs; k++) load_input(k, xs[k], dts[k], numels[k]);
             const double t0 = now_us();
             if (per_layer) {
                 for (int l = 0; l < eq_n_layers; l++) {
@@ -209,6 +222,6 @@ int main(int argc, char **argv) {
         free(total);
         free(layer);
     }
-    free(x);
+    for (int k = 0; k < eq_n_inputs; k++) free(xs[k]);
     return 0;
 }
