@@ -11,6 +11,11 @@ and 32 and with 1 and 2 threads, all in the same process:
 - **ORT FP32**: onnxruntime on the FP export;
 - **torch FP32**: the float PyTorch model.
 
+Timing: the four take turns in rounds (each round times a few runs of each, the
+reported figure is the median over rounds), so that load from other processes on a
+shared machine hits all of them alike. The C figure is its harness's own median, without
+process start-up or file I/O; the others are timed around the Python call.
+
 The C output is compared bit for bit with the NumPy reference on the same input (the
 result is printed). Ratios are latency / ORT int8 latency (below 1 is faster) and
 throughput (images/s) / ORT int8's (above 1 is better). Writes
@@ -46,17 +51,20 @@ class Config:
     size: int = 120
     batches: tuple[int, ...] = (1, 32)
     threads: tuple[int, ...] = (1, 2)
-    repeat: int = 30  # timed runs per measurement (batch 1); fewer for big batches
+    repeat: int = 40  # timed runs per peer and setting at batch 1; fewer for big batches
     calibration: int = 8  # random images for F2F observation and ORT calibration
     check_batches: tuple[int, ...] = (1, 32)  # C vs reference bit-exactness checked here
 
     @classmethod
     def quick(cls) -> Config:
-        return cls(width=0.25, size=32, batches=(1, 4), threads=(1,), repeat=3, calibration=2,
+        return cls(width=0.25, size=32, batches=(1, 4), threads=(1,), repeat=4, calibration=2,
                    check_batches=(1, 4))
 
-    def repeats(self, batch: int) -> int:
-        return max(3, self.repeat // max(1, batch // 4))
+    def rounds(self, batch: int) -> tuple[int, int]:
+        """(rounds, runs per round): the peers take turns every round."""
+        total = max(4, self.repeat // max(1, batch // 4))
+        per_round = 5 if total >= 20 else 1
+        return max(1, total // per_round), per_round
 
 
 def progress(msg: str) -> None:
@@ -126,15 +134,27 @@ def ort_quantise(fp_path: Path, int8_path: Path, images: np.ndarray) -> None:
 # -- timing ----------------------------------------------------------------------------------
 
 
-def median_ms(fn, repeat: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
+def median_ms(fn, repeat: int) -> float:
+    """Median wall time of ``repeat`` calls of ``fn``, in ms."""
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
+
+
+def interleaved(timers: dict, rounds: int, per_round: int) -> dict[str, float]:
+    """Median over ``rounds`` of each timer's median of ``per_round`` runs, the timers
+    taking turns inside every round: on a shared, noisy machine a burst of load then
+    hits every peer alike instead of whichever happened to run during it."""
+    for fn in timers.values():
+        fn(1)  # warm-up
+    samples: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, fn in timers.items():
+            samples[name].append(fn(per_round))
+    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def ort_session(path: Path, threads: int):
@@ -148,24 +168,27 @@ def ort_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def time_peers(cfg, net, fp_path, int8_path, x_float: np.ndarray, threads: int) -> dict:
+def peer_timers(net, fp_path, int8_path, x_float: np.ndarray, threads: int) -> dict:
+    """name -> fn(k) returning the median ms of k runs, for the three peers."""
     import torch
 
-    batch = len(x_float)
-    repeat = cfg.repeats(batch)
-    out = {}
+    timers = {}
     for name, path in (("ORT int8", int8_path), ("ORT FP32", fp_path)):
         sess = ort_session(path, threads)
-        out[name] = median_ms(lambda s=sess: s.run(None, {"x": x_float}), repeat)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        xt = torch.from_numpy(x_float)
-        with torch.no_grad():
-            out["torch FP32"] = median_ms(lambda: net(xt), repeat)
-    finally:
-        torch.set_num_threads(previous)
-    return out
+        timers[name] = lambda k, s=sess: median_ms(lambda: s.run(None, {"x": x_float}), k)
+    xt = torch.from_numpy(x_float)
+
+    def torch_ms(k: int) -> float:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with torch.no_grad():
+                return median_ms(lambda: net(xt), k)
+        finally:
+            torch.set_num_threads(previous)
+
+    timers["torch FP32"] = torch_ms
+    return timers
 
 
 # -- edgeq C ---------------------------------------------------------------------------------
@@ -186,9 +209,9 @@ def compile_c(graph, work: Path, batch: int, threads: int):
                          force=True)
 
 
-def time_c(compiled, x_int: np.ndarray, repeat: int) -> tuple[float, list]:
-    ms, layers = compiled.latency(x_int, repeat=repeat, per_layer=True)
-    return ms, layers
+def c_timer(compiled, x_int: np.ndarray):
+    """fn(k): the harness's own median of k runs (no process start-up or file I/O)."""
+    return lambda k: compiled.latency(x_int, repeat=k)[0]
 
 
 def check_exact(compiled, graph, x_int: np.ndarray) -> bool:
@@ -212,7 +235,7 @@ def quantised_input(graph, x: np.ndarray) -> np.ndarray:
 
 def run(cfg: Config, work: Path) -> dict:
     progress(f"building MobileNetV1 3DDFA width {cfg.width}, {cfg.size} px (F2F, F2T, ORT int8)")
-    net, fp_path, int8_path, graph, calib = build_models(cfg, work)
+    net, fp_path, int8_path, graph, _ = build_models(cfg, work)
     rng = np.random.default_rng(0)
     rows, exact, per_layer = [], {}, None
     have_c = c_backend_available()
@@ -221,32 +244,37 @@ def run(cfg: Config, work: Path) -> dict:
         x_int = quantised_input(graph, x)
         for threads in cfg.threads:
             progress(f"batch {batch}, {threads} thread(s)")
-            row = {"batch": batch, "threads": threads,
-                   **time_peers(cfg, net, fp_path, int8_path, x, threads)}
-            row["edgeq C"], layers, compiled = _edgeq_c(cfg, graph, work, batch, threads,
-                                                        x_int, exact, have_c)
-            if layers and batch == 1 and threads == 1:
-                per_layer = layer_table(compiled.graph, layers)
+            timers = peer_timers(net, fp_path, int8_path, x, threads)
+            compiled = _edgeq_c(cfg, graph, work, batch, threads, x_int, exact, have_c)
+            if compiled is not None:
+                timers = {"edgeq C": c_timer(compiled, x_int), **timers}
+            rounds, per_round = cfg.rounds(batch)
+            row = {"batch": batch, "threads": threads, "edgeq C": None,
+                   **interleaved(timers, rounds, per_round)}
+            if compiled is not None and batch == 1 and threads == 1:
+                _, raw = compiled.latency(x_int, repeat=cfg.repeat, per_layer=True)
+                per_layer = layer_table(compiled.graph, raw)
             rows.append(row)
     return {"config": dataclasses.asdict(cfg), "environment": environment(), "rows": rows,
             "bit_exact": exact, "per_layer": per_layer, "peers": list(PEERS)}
 
 
 def _edgeq_c(cfg, graph, work, batch, threads, x_int, exact, have_c):
+    """The compiled model (None without a C backend or for an unsupported setting)."""
     from edgeq.errors import EdgeqError
 
     if not have_c:
-        return None, [], None
+        return None
     try:
         compiled = compile_c(graph, work, batch, threads)
     except EdgeqError as exc:  # e.g. a thread count the backend does not implement
         progress(f"edgeq C, batch {batch}, {threads} threads: {exc}")
-        return None, [], None
+        return None
     if batch in cfg.check_batches and str(batch) not in exact:
         exact[str(batch)] = check_exact(compiled, graph, x_int)
         progress(f"edgeq C vs reference, batch {batch}: "
                  f"{'bit-exact' if exact[str(batch)] else 'MISMATCH'}")
-    return (*time_c(compiled, x_int, cfg.repeats(batch)), compiled)
+    return compiled
 
 
 def layer_table(graph, layers: list) -> list[dict]:
