@@ -42,7 +42,8 @@ class IntegerOverflowError(EdgeqError):
 
 
 class RangeError(EdgeqError):
-    """An impossible integer range (no levels, inconsistent offset/step...)."""
+    """An impossible integer range (no levels, inconsistent offset/step...), or an integer
+    bound the static range proof cannot establish (the message names the node)."""
 
 
 class ConfigError(EdgeqError):
