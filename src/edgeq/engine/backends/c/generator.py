@@ -354,19 +354,18 @@ def _emit_conv(em: _Emitter, node: Node) -> None:
         if group == g["c"] == m and w.shape[1] == 1:
             wn = em.const("int8_t", wi, node.name + "_w")
             bn = em.const("int32_t", bias, node.name + "_b")
-            em.need("pad16", _dw_pad(g))
-            em.need("acc32", g["ow"])
+            em.need("pad16", _dw_pad(g) + (g["kw"] - 1) * g["dw"])
+            pw = (g["ow"] - 1) * g["sw"] + (g["kw"] - 1) * g["dw"] + 1
+            em.need("acc32", g["oh"] * pw)
             em.layer(node, [f"eq_conv_dw8({shape}, {em.ptr(x)}, {xc}, {wn}, {bn}, {rq}, "
                             f"{em.ptr(out)}, {yc}, s_pad16, s_acc32);"])
             return
         kp = -(-k // 4) * 4
-        wp = np.zeros((m, kp), dtype=np.int64)
-        wp[:, :k] = wi
-        wn = em.const("int8_t", wp, node.name + "_w")
+        wn = em.const("int8_t", pack_q8(wi, group, kp), node.name + "_w")
         bn = em.const("int32_t", bias32, node.name + "_b")
         pb = _conv_block(kp, g["oh"] * g["ow"])
         em.need("cols8", pb * kp)
-        em.need("acc32", 4 * pb)
+        em.need("acc32", 16 * pb)
         em.layer(node, [f"eq_conv_q8({shape}, {em.ptr(x)}, {xc}, {wn}, {kp}, {bn}, {rq}, "
                         f"{em.ptr(out)}, {yc}, s_cols8, s_acc32);"])
         return
@@ -375,6 +374,19 @@ def _emit_conv(em: _Emitter, node: Node) -> None:
     em.need("acc64", g["ow"])
     em.layer(node, [f"eq_conv_i64({shape}, {em.ptr(x)}, {xc}, {wn}, {bn}, {rq}, "
                     f"{em.ptr(out)}, {yc}, s_acc64);"])
+
+
+def pack_q8(w: np.ndarray, group: int, kp: int) -> np.ndarray:
+    """[m][k] weights -> eq_conv_q8's layout: per group, per block of 16 output channels
+    (zero channels pad the last block), [kp/4][16][4] with zero taps from k to kp."""
+    m, k = w.shape
+    mg = m // group
+    mp = -(-mg // 16) * 16
+    out = np.zeros((group, mp, kp), dtype=np.int8)
+    out[:, :mg, :k] = w.reshape(group, mg, k)
+    # (group, blocks, 16, kp/4, 4) -> (group, blocks, kp/4, 16, 4)
+    out = out.reshape(group, mp // 16, 16, kp // 4, 4).transpose(0, 1, 3, 2, 4)
+    return np.ascontiguousarray(out).reshape(-1)
 
 
 def _dw_pad(g: dict) -> int:
@@ -424,12 +436,11 @@ def _emit_gemm(em: _Emitter, node: Node) -> None:
     bias32 = bias - 128 * wi.sum(axis=1) if flip else bias
     if _q8_ok(em, node, a_dt, wi, bias32, k):
         kp = -(-k // 4) * 4
-        wp = np.zeros((cols, kp), dtype=np.int64)
-        wp[:, :k] = wi
-        wn = em.const("int8_t", wp, node.name + "_w")
+        wn = em.const("int8_t", pack_q8(wi, 1, kp), node.name + "_w")
         bn = em.const("int32_t", bias32, node.name + "_b")
-        em.need("cols8", kp)
-        em.need("acc32", 4)
+        pb = _conv_block(kp, rows)
+        em.need("cols8", pb * kp)
+        em.need("acc32", 16 * pb)
         em.layer(node, [f"eq_gemm_q8({head}, {wn}, {kp}, {bn}, {rq}, {em.ptr(out)}, {yc}, "
                         "s_cols8, s_acc32);"])
         return

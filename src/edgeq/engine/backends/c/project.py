@@ -25,7 +25,7 @@ from edgeq.engine.backends.c import generator as gen
 from edgeq.engine.ir import Graph
 from edgeq.errors import BuildError, ConfigError, OutputDirError, ShapeError
 
-KERNEL_FILES = ("eq_kernels.h", "eq_dot.h", "eq_common.c", "eq_requant.c", "eq_conv.c",
+KERNEL_FILES = ("eq_kernels.h", "eq_common.c", "eq_requant.c", "eq_conv.c",
                 "eq_gemm.c", "eq_pool.c", "eq_misc.c")
 
 
@@ -245,7 +245,7 @@ CFLAGS = -std=c99 {t.cflags} -Wall -Wextra -Werror
 LDFLAGS = {t.ldflags}
 SRCS = {srcs}
 
-run_model: $(SRCS) weights.o eq_kernels.h eq_dot.h model.h
+run_model: $(SRCS) weights.o eq_kernels.h model.h
 \t$(CC) $(CFLAGS) -o $@ $(SRCS) weights.o $(LDFLAGS) -lm
 
 # data only: no optimisation needed, and large initialisers compile faster at -O0

@@ -2,7 +2,7 @@
  * into AVX-512 VNNI vpdpbusd on x86, NEON widening multiplies on aarch64), a depthwise
  * path, a generic int64 path and a float path. NCHW in and out. */
 #include "eq_kernels.h"
-#include "eq_dot.h"
+#include <string.h>
 
 #define EQ_COLS_BYTES 65536 /* im2col block: a few dozen KiB stays in L1/L2 */
 
@@ -12,27 +12,92 @@ int eq_conv_block(int kp, int positions) {
     return pb < positions ? pb : positions;
 }
 
-/* acc[j][p] = bias[j] + cols[p] . w[j] for j < mg, p < pb; then requantise row by row.
- * Output element (channel m0 + j, position p0 + p) is at y_base + (m0+j)*ystride + p. */
+/* The 8-bit GEMM core. Weights are packed per block of 16 output channels as
+ * [kp/4][16][4] int8 (eq_pack layout: 4 consecutive taps of one channel side by side),
+ * so one step multiplies 4 u8 taps of a column, broadcast, with 16 channels at once and
+ * sums into 16 int32 lanes: vpdpbusd on AVX512-VNNI, a plain loop elsewhere. */
+#if defined(__AVX512VNNI__) && defined(__AVX512F__)
+#include <immintrin.h>
+#define EQ_VNNI 1
+#endif
+
+/* acc[j*pb + p] = cols[p] . w_block[j] for 16 channels j of one packed block. */
+static void block16(const uint8_t *cols, int pb, const int8_t *wb, int kp, int32_t *acc) {
+    const int k4n = kp / 4;
+#ifdef EQ_VNNI
+    int p = 0;
+    for (; p + 4 <= pb; p += 4) {
+        const uint8_t *c0 = cols + (size_t)p * kp, *c1 = c0 + kp, *c2 = c1 + kp, *c3 = c2 + kp;
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+        for (int k4 = 0; k4 < k4n; k4++) {
+            const __m512i wv = _mm512_loadu_si512((const void *)(wb + (size_t)k4 * 64));
+            int32_t v0, v1, v2, v3;
+            memcpy(&v0, c0 + 4 * k4, 4);
+            memcpy(&v1, c1 + 4 * k4, 4);
+            memcpy(&v2, c2 + 4 * k4, 4);
+            memcpy(&v3, c3 + 4 * k4, 4);
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(v0), wv);
+            a1 = _mm512_dpbusd_epi32(a1, _mm512_set1_epi32(v1), wv);
+            a2 = _mm512_dpbusd_epi32(a2, _mm512_set1_epi32(v2), wv);
+            a3 = _mm512_dpbusd_epi32(a3, _mm512_set1_epi32(v3), wv);
+        }
+        int32_t t[4][16];
+        _mm512_storeu_si512((void *)t[0], a0);
+        _mm512_storeu_si512((void *)t[1], a1);
+        _mm512_storeu_si512((void *)t[2], a2);
+        _mm512_storeu_si512((void *)t[3], a3);
+        for (int j = 0; j < 16; j++)
+            for (int q = 0; q < 4; q++) acc[(size_t)j * pb + p + q] = t[q][j];
+    }
+    for (; p < pb; p++) {
+        const uint8_t *c0 = cols + (size_t)p * kp;
+        __m512i a0 = _mm512_setzero_si512();
+        for (int k4 = 0; k4 < k4n; k4++) {
+            int32_t v0;
+            memcpy(&v0, c0 + 4 * k4, 4);
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(v0),
+                                     _mm512_loadu_si512((const void *)(wb + (size_t)k4 * 64)));
+        }
+        int32_t t[16];
+        _mm512_storeu_si512((void *)t, a0);
+        for (int j = 0; j < 16; j++) acc[(size_t)j * pb + p] = t[j];
+    }
+#else
+    for (int p = 0; p < pb; p++) {
+        const uint8_t *c0 = cols + (size_t)p * kp;
+        int32_t t[16] = {0};
+        for (int k4 = 0; k4 < k4n; k4++) {
+            const int8_t *wk = wb + (size_t)k4 * 64;
+            const int32_t x0 = c0[4 * k4], x1 = c0[4 * k4 + 1], x2 = c0[4 * k4 + 2],
+                          x3 = c0[4 * k4 + 3];
+            for (int j = 0; j < 16; j++)
+                t[j] += x0 * wk[4 * j] + x1 * wk[4 * j + 1] + x2 * wk[4 * j + 2] + x3 * wk[4 * j + 3];
+        }
+        for (int j = 0; j < 16; j++) acc[(size_t)j * pb + p] = t[j];
+    }
+#endif
+}
+
+int eq_packed_size(int m, int kp) { return ((m + 15) / 16) * 16 * kp; }
+
+/* Output element (channel m0 + j, position p0 + p) is at y_base + (m0+j)*ystride + p*pstride. */
 static void gemm_block(const uint8_t *cols, int pb, const int8_t *w, int kp, int mg,
                        int m0, const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
-                       size_t y_base, size_t ystride, int32_t *acc) {
-    int j = 0;
-    for (; j + 4 <= mg; j += 4) {
-        const int8_t *wj = w + (size_t)j * kp;
-        for (int p = 0; p < pb; p++) {
-            int32_t d[4];
-            eq_dot4(cols + (size_t)p * kp, wj, kp, d);
-            for (int t = 0; t < 4; t++) acc[t * pb + p] = d[t] + bias[m0 + j + t];
+                       size_t y_base, size_t ystride, size_t pstride, int32_t *acc) {
+    for (int j0 = 0; j0 < mg; j0 += 16) {
+        block16(cols, pb, w + (size_t)j0 * kp, kp, acc);
+        const int nj = mg - j0 < 16 ? mg - j0 : 16;
+        for (int j = 0; j < nj; j++) {
+            int32_t *row = acc + (size_t)j * pb;
+            const int32_t b = bias[m0 + j0 + j];
+            for (int p = 0; p < pb; p++) row[p] += b;
+            const size_t off = y_base + (size_t)(m0 + j0 + j) * ystride;
+            if (pstride == 1)
+                eq_store_row32(row, (size_t)pb, rq, m0 + j0 + j, y, y_dt, off);
+            else
+                for (int p = 0; p < pb; p++)
+                    eq_store_row32(row + p, 1, rq, m0 + j0 + j, y, y_dt, off + (size_t)p * pstride);
         }
-        for (int t = 0; t < 4; t++)
-            eq_store_row32(acc + t * pb, pb, rq, m0 + j + t, y, y_dt,
-                           y_base + (size_t)(m0 + j + t) * ystride);
-    }
-    for (; j < mg; j++) {
-        const int8_t *wj = w + (size_t)j * kp;
-        for (int p = 0; p < pb; p++) acc[p] = eq_dot1(cols + (size_t)p * kp, wj, kp) + bias[m0 + j];
-        eq_store_row32(acc, pb, rq, m0 + j, y, y_dt, y_base + (size_t)(m0 + j) * ystride);
     }
 }
 
@@ -40,27 +105,32 @@ static void gemm_block(const uint8_t *cols, int pb, const int8_t *w, int kp, int
  * as u8 (s8 inputs XOR 0x80 = +128), padding = the integer 0 in that encoding. */
 static void im2col8(const eq_conv_shape *s, const void *x, int x_dt, int ni, int gi,
                     int p0, int pb, int kp, uint8_t *cols) {
-    const int cg = s->c / s->group;
+    const int cg = s->c / s->group, H = s->h, W = s->w, OW = s->ow, KH = s->kh, KW = s->kw;
+    const int SH = s->sh, SW = s->sw, DH = s->dh, DW = s->dw, PT = s->pt, PL = s->pl;
     const uint8_t flip = x_dt == EQ_S8 ? 0x80 : 0;
-    const uint8_t *xb = (const uint8_t *)x + ((size_t)ni * s->c + (size_t)gi * cg) * s->h * s->w;
-    const int k = cg * s->kh * s->kw;
+    const uint8_t *xb = (const uint8_t *)x + ((size_t)ni * s->c + (size_t)gi * cg) * H * W;
+    int oy = p0 / OW, ox = p0 % OW;
     for (int p = 0; p < pb; p++) {
-        const int oy = (p0 + p) / s->ow, ox = (p0 + p) % s->ow;
         uint8_t *col = cols + (size_t)p * kp;
         int t = 0;
+        const int iy0 = oy * SH - PT, ix0 = ox * SW - PL;
         for (int c = 0; c < cg; c++) {
-            const uint8_t *xc = xb + (size_t)c * s->h * s->w;
-            for (int ky = 0; ky < s->kh; ky++) {
-                const int iy = oy * s->sh - s->pt + ky * s->dh;
-                for (int kx = 0; kx < s->kw; kx++, t++) {
-                    const int ix = ox * s->sw - s->pl + kx * s->dw;
-                    const int in = iy >= 0 && iy < s->h && ix >= 0 && ix < s->w;
-                    col[t] = in ? (uint8_t)(xc[(size_t)iy * s->w + ix] ^ flip) : flip;
+            const uint8_t *xc = xb + (size_t)c * H * W;
+            for (int ky = 0; ky < KH; ky++) {
+                const int iy = iy0 + ky * DH;
+                if (iy < 0 || iy >= H) {
+                    for (int kx = 0; kx < KW; kx++) col[t++] = flip;
+                    continue;
+                }
+                const uint8_t *xr = xc + (size_t)iy * W;
+                for (int kx = 0; kx < KW; kx++) {
+                    const int ix = ix0 + kx * DW;
+                    col[t++] = ix >= 0 && ix < W ? (uint8_t)(xr[ix] ^ flip) : flip;
                 }
             }
         }
         for (; t < kp; t++) col[t] = 0;
-        (void)k;
+        if (++ox == OW) ox = 0, oy++;
     }
 }
 
@@ -71,88 +141,135 @@ static void cols_1x1(const eq_conv_shape *s, const void *x, int x_dt, int ni, in
     const size_t hw = (size_t)s->h * s->w;
     const uint8_t flip = x_dt == EQ_S8 ? 0x80 : 0;
     const uint8_t *xb = (const uint8_t *)x + ((size_t)ni * s->c + (size_t)gi * cg) * hw + p0;
-    for (int p = 0; p < pb; p++) {
-        uint8_t *col = cols + (size_t)p * kp;
-        for (int c = 0; c < cg; c++) col[c] = xb[(size_t)c * hw + p] ^ flip;
-        for (int t = cg; t < kp; t++) col[t] = 0;
+    for (int c = 0; c < cg; c++) {
+        const uint8_t *xc = xb + (size_t)c * hw;
+        for (int p = 0; p < pb; p++) cols[(size_t)p * kp + c] = xc[p] ^ flip;
     }
+    for (int p = 0; p < pb; p++)
+        for (int t = cg; t < kp; t++) cols[(size_t)p * kp + t] = 0;
 }
 
 void eq_conv_q8(const eq_conv_shape *s, const void *x, int x_dt, const int8_t *w, int kp,
                 const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
                 uint8_t *cols, int32_t *acc) {
-    const int positions = s->oh * s->ow, mg = s->m / s->group;
+    const int positions = s->oh * s->ow, mg = s->m / s->group, n = s->n, group = s->group;
     const int pb_max = eq_conv_block(kp, positions);
     const int pointwise = s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 &&
                           s->pt == 0 && s->pl == 0 && s->oh == s->h && s->ow == s->w;
-    for (int ni = 0; ni < s->n; ni++)
-        for (int gi = 0; gi < s->group; gi++)
+    const size_t wg = (size_t)eq_packed_size(mg, kp), m = (size_t)s->m;
+    for (int ni = 0; ni < n; ni++)
+        for (int gi = 0; gi < group; gi++)
             for (int p0 = 0; p0 < positions; p0 += pb_max) {
                 const int pb = positions - p0 < pb_max ? positions - p0 : pb_max;
                 if (pointwise)
                     cols_1x1(s, x, x_dt, ni, gi, p0, pb, kp, cols);
                 else
                     im2col8(s, x, x_dt, ni, gi, p0, pb, kp, cols);
-                const size_t y_base = (size_t)ni * s->m * positions + p0;
-                gemm_block(cols, pb, w + (size_t)gi * mg * kp, kp, mg, gi * mg, bias, rq,
-                           y, y_dt, y_base, (size_t)positions, acc);
+                const size_t y_base = (size_t)ni * m * positions + p0;
+                gemm_block(cols, pb, w + (size_t)gi * wg, kp, mg, gi * mg, bias, rq,
+                           y, y_dt, y_base, (size_t)positions, 1, acc);
             }
+}
+
+void eq_gemm_q8(int rows, int cols, int k, const void *a, int a_dt, const int8_t *w,
+                int kp, const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
+                uint8_t *cols_buf, int32_t *acc) {
+    const uint8_t flip = a_dt == EQ_S8 ? 0x80 : 0;
+    const uint8_t *ab = (const uint8_t *)a;
+    const int pb_max = eq_conv_block(kp, rows);
+    for (int r0 = 0; r0 < rows; r0 += pb_max) {
+        const int pb = rows - r0 < pb_max ? rows - r0 : pb_max;
+        for (int p = 0; p < pb; p++) {
+            uint8_t *col = cols_buf + (size_t)p * kp;
+            for (int t = 0; t < k; t++) col[t] = ab[(size_t)(r0 + p) * k + t] ^ flip;
+            for (int t = k; t < kp; t++) col[t] = 0;
+        }
+        gemm_block(cols_buf, pb, w, kp, cols, 0, bias, rq, y, y_dt, (size_t)r0 * cols, 1,
+                   (size_t)cols, acc);
+    }
 }
 
 /* ---- depthwise ---- */
 static int pad_h(const eq_conv_shape *s) { return (s->oh - 1) * s->sh + (s->kh - 1) * s->dh + 1; }
 static int pad_w(const eq_conv_shape *s) { return (s->ow - 1) * s->sw + (s->kw - 1) * s->dw + 1; }
 
-size_t eq_dw_pad_size(const eq_conv_shape *s) { return (size_t)pad_h(s) * pad_w(s); }
+/* the padded plane, plus slack for the flat stride-1 loop reading past the last row */
+size_t eq_dw_pad_size(const eq_conv_shape *s) {
+    return (size_t)pad_h(s) * pad_w(s) + (size_t)(s->kw - 1) * s->dw;
+}
+
+size_t eq_dw_acc_size(const eq_conv_shape *s) { return (size_t)s->oh * pad_w(s); }
 
 /* Copy channel plane into the zero-padded int16 plane covering every tap position. */
 static void pad_plane(const eq_conv_shape *s, const void *x, int x_dt, size_t off, int16_t *pad) {
-    const int ph = pad_h(s), pw = pad_w(s);
+    const int ph = pad_h(s), pw = pad_w(s), H = s->h, W = s->w, PT = s->pt, PL = s->pl;
+    const int q0 = PL, q1 = PL + W < pw ? PL + W : pw; /* columns holding input */
     for (int r = 0; r < ph; r++) {
-        const int iy = r - s->pt;
+        const int iy = r - PT;
         int16_t *row = pad + (size_t)r * pw;
-        if (iy < 0 || iy >= s->h) {
+        if (iy < 0 || iy >= H) {
             for (int q = 0; q < pw; q++) row[q] = 0;
             continue;
         }
-        const size_t base = off + (size_t)iy * s->w;
-        for (int q = 0; q < pw; q++) {
-            const int ix = q - s->pl;
-            int16_t v = 0;
-            if (ix >= 0 && ix < s->w)
-                v = x_dt == EQ_U8 ? ((const uint8_t *)x)[base + ix] : ((const int8_t *)x)[base + ix];
-            row[q] = v;
+        for (int q = 0; q < q0 && q < pw; q++) row[q] = 0;
+        for (int q = q1; q < pw; q++) row[q] = 0;
+        if (x_dt == EQ_U8) {
+            const uint8_t *src = (const uint8_t *)x + off + (size_t)iy * W - PL;
+            for (int q = q0; q < q1; q++) row[q] = src[q];
+        } else {
+            const int8_t *src = (const int8_t *)x + off + (size_t)iy * W - PL;
+            for (int q = q0; q < q1; q++) row[q] = src[q];
         }
     }
+    for (int q = 0; q < (s->kw - 1) * s->dw; q++) pad[(size_t)ph * pw + q] = 0;
 }
 
 void eq_conv_dw8(const eq_conv_shape *s, const void *x, int x_dt, const int8_t *w,
                  const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
                  int16_t *pad, int32_t *acc) {
-    const int pw = pad_w(s), taps = s->kh * s->kw;
-    const size_t hw = (size_t)s->h * s->w, ohw = (size_t)s->oh * s->ow;
-    for (int ni = 0; ni < s->n; ni++)
-        for (int c = 0; c < s->c; c++) {
-            pad_plane(s, x, x_dt, ((size_t)ni * s->c + c) * hw, pad);
-            const int8_t *wc = w + (size_t)c * taps;
-            for (int oy = 0; oy < s->oh; oy++) {
-                for (int ox = 0; ox < s->ow; ox++) acc[ox] = bias[c];
-                for (int ky = 0; ky < s->kh; ky++) {
-                    const int16_t *row = pad + (size_t)(oy * s->sh + ky * s->dh) * pw;
-                    for (int kx = 0; kx < s->kw; kx++) {
-                        const int32_t wv = wc[ky * s->kw + kx];
-                        const int16_t *r = row + kx * s->dw;
-                        if (s->sw == 1)
-                            for (int ox = 0; ox < s->ow; ox++) acc[ox] += wv * r[ox];
-                        else if (s->sw == 2)
-                            for (int ox = 0; ox < s->ow; ox++) acc[ox] += wv * r[2 * ox];
+    const int pw = pad_w(s), KH = s->kh, KW = s->kw, taps = KH * KW;
+    const int OH = s->oh, OW = s->ow, SH = s->sh, SW = s->sw, DH = s->dh, DW = s->dw;
+    const int n = s->n, c = s->c;
+    const size_t hw = (size_t)s->h * s->w, ohw = (size_t)OH * OW;
+    for (int ni = 0; ni < n; ni++)
+        for (int ci = 0; ci < c; ci++) {
+            pad_plane(s, x, x_dt, ((size_t)ni * c + ci) * hw, pad);
+            const int8_t *wc = w + (size_t)ci * taps;
+            const int32_t b = bias[ci];
+            if (SH == 1 && SW == 1) {
+                /* stride 1: the whole plane as one flat loop per tap over OH rows of the
+                 * padded width; columns past OW are computed and dropped */
+                const size_t len = (size_t)OH * pw;
+                for (size_t i = 0; i < len; i++) acc[i] = b;
+                for (int ky = 0; ky < KH; ky++)
+                    for (int kx = 0; kx < KW; kx++) {
+                        const int32_t wv = wc[ky * KW + kx];
+                        const int16_t *r = pad + (size_t)ky * DH * pw + (size_t)kx * DW;
+                        for (size_t i = 0; i < len; i++) acc[i] += wv * r[i];
+                    }
+                /* drop the extra columns (forward copy, dst <= src), then requantise the
+                 * plane in one long, vectorisable row */
+                for (int oy = 1; oy < OH; oy++)
+                    memmove(acc + (size_t)oy * OW, acc + (size_t)oy * pw, sizeof(int32_t) * OW);
+                eq_store_row32(acc, ohw, rq, ci, y, y_dt, ((size_t)ni * c + ci) * ohw);
+                continue;
+            }
+            for (int oy = 0; oy < OH; oy++) {
+                int32_t *ar = acc + (size_t)oy * OW;
+                for (int ox = 0; ox < OW; ox++) ar[ox] = b;
+                for (int ky = 0; ky < KH; ky++) {
+                    const int16_t *row = pad + (size_t)(oy * SH + ky * DH) * pw;
+                    for (int kx = 0; kx < KW; kx++) {
+                        const int32_t wv = wc[ky * KW + kx];
+                        const int16_t *r = row + kx * DW;
+                        if (SW == 2)
+                            for (int ox = 0; ox < OW; ox++) ar[ox] += wv * r[2 * ox];
                         else
-                            for (int ox = 0; ox < s->ow; ox++) acc[ox] += wv * r[ox * s->sw];
+                            for (int ox = 0; ox < OW; ox++) ar[ox] += wv * r[ox * SW];
                     }
                 }
-                eq_store_row32(acc, (size_t)s->ow, rq, c, y, y_dt,
-                               ((size_t)ni * s->c + c) * ohw + (size_t)oy * s->ow);
             }
+            eq_store_row32(acc, ohw, rq, ci, y, y_dt, ((size_t)ni * c + ci) * ohw);
         }
 }
 

@@ -63,18 +63,22 @@ typedef struct {
 } eq_conv_shape;
 
 /* 8-bit fast path: x is u8 or s8 (s8 is shifted by +128 into u8, bias corrected by the
- * generator), w is [m][kp] int8 with K = (c/group)*kh*kw taps in (c, ky, kx) order and
- * zeros up to kp (a multiple of 4); acc in int32 (proven). cols: pb*kp bytes,
- * acc: 4*pb int32, where pb = eq_conv_block(kp, oh*ow). */
+ * generator: bias - 128*sum(w)); acc in int32 (proven). K = (c/group)*kh*kw taps in
+ * (c, ky, kx) order, zero-padded to kp (a multiple of 4). Weights are packed per group,
+ * per block of 16 output channels (channels padded with zeros to 16), as
+ * [k/4][16 channels][4 taps] int8: eq_packed_size(m/group, kp) bytes per group.
+ * cols: pb*kp bytes, acc: 16*pb int32, where pb = eq_conv_block(kp, oh*ow). */
 int eq_conv_block(int kp, int positions);
+int eq_packed_size(int m, int kp);
 void eq_conv_q8(const eq_conv_shape *s, const void *x, int x_dt, const int8_t *w, int kp,
                 const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
                 uint8_t *cols, int32_t *acc);
 
 /* Depthwise (group == c == m) fast path for 8-bit inputs: int32 acc (proven).
- * w is [m][kh*kw] int8; pad: (h+pt+pb')*(w+pl+pr') int16 scratch with
- * eq_dw_pad_size(s) elements; acc: ow int32. */
+ * w is [m][kh*kw] int8; pad: eq_dw_pad_size(s) int16 (the zero-padded plane);
+ * acc: eq_dw_acc_size(s) int32. */
 size_t eq_dw_pad_size(const eq_conv_shape *s);
+size_t eq_dw_acc_size(const eq_conv_shape *s);
 void eq_conv_dw8(const eq_conv_shape *s, const void *x, int x_dt, const int8_t *w,
                  const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
                  int16_t *pad, int32_t *acc);
@@ -89,7 +93,8 @@ void eq_conv_f(const eq_conv_shape *s, const void *x, int x_dt, const float *w,
 
 /* ---- matrix products (eq_gemm.c) ---- */
 /* y[r][j] = rq(bias[j] + sum_k a[r][k] * w[j][k]) for r < rows, j < cols; a is rows x k
- * (u8 or s8, row stride k), w is [cols][kp] int8. cols_buf: kp bytes; acc: 4 int32. */
+ * (u8 or s8, row stride k), w packed as eq_conv_q8's (cols output channels, one group).
+ * cols_buf: pb*kp bytes, acc: 16*pb int32 with pb = eq_conv_block(kp, rows). */
 void eq_gemm_q8(int rows, int cols, int k, const void *a, int a_dt, const int8_t *w,
                 int kp, const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
                 uint8_t *cols_buf, int32_t *acc);
