@@ -101,3 +101,9 @@ def test_one_backend_is_one_segment_equal_to_the_graph(g):
     assert len(segments) == 1
     s = segments[0].graph
     assert s.inputs == g.inputs and s.outputs == g.outputs and len(s.nodes) == len(g.nodes)
+
+
+def test_partition_needs_every_node_assigned(g):
+    got = {n.name: "c" for n in g.nodes[1:]}
+    with pytest.raises(BackendError, match=f"node '{g.nodes[0].name}' has no backend"):
+        partition(g, got)

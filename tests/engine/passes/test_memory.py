@@ -237,3 +237,12 @@ def test_random_graphs_run_correctly_inside_their_arena(dag, inplace, views, ali
                    n.name in plan.inplace and n.outputs[0] == r for n in g.nodes))
     assert plan.arena_bytes >= plan.lower_bound
     _check(g, plan, batch=1, seeds=(0, 1))
+
+
+def test_unplannable_graphs_name_the_value():
+    g = chain_graph()
+    g.values["acc"].shape = None
+    with pytest.raises(MemoryPlanError, match="value 'acc': unknown shape"):
+        plan_memory(g)
+    with pytest.raises(MemoryPlanError, match="batch and align must be >= 1"):
+        plan_memory(chain_graph(), batch=0)
