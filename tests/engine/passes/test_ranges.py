@@ -181,3 +181,58 @@ def test_harmonised_add_hand_computed():
     assert observe_all(g, lo)["y"].min() == -100  # s = 127: floor(-249/2) = -125 -> -100
     for extreme in (None, "lo", "hi"):
         _contains(g, proven, random_feeds(g, extreme=extreme))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), bits=st.integers(2, 12), signed=st.booleans(),
+       trans_b=st.booleans(), with_c=st.booleans(), alpha=st.sampled_from([1, -2, 3]))
+def test_gemm_bounds_contain_every_value(seed, bits, signed, trans_b, with_c, alpha):
+    rng = np.random.default_rng(seed)
+    r = IntRange.from_bits(bits, signed)
+    k, n = 6, 5
+    w = rng.integers(-2**bits, 2**bits, (n, k) if trans_b else (k, n)).astype(np.int32)
+    ins = ["a", "w"] + (["c"] if with_c else [])
+    vals = [value("a", ("N", k), np.int16 if bits > 7 else np.int8, r), const("w", w),
+            value("acc", ("N", n), np.int64)]
+    if with_c:
+        vals.append(const("c", rng.integers(-1000, 1000, (2, n) if seed % 2 else n)
+                          .astype(np.int32)))
+    g = graph([node("Gemm", "gemm", ins, ["acc"], transB=int(trans_b), alpha=float(alpha))],
+              vals, ["a"], ["acc"])
+    if with_c and g.values["c"].shape[0] == 2:
+        g.values["a"].shape = (2, k)  # a per-row C needs M = 2
+    proven = prove_ranges(g)
+    for extreme in (None, "lo", "hi"):
+        _contains(g, proven, random_feeds(g, batch=2, seed=seed, extreme=extreme))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), rq0=st.booleans(), rq1=st.booleans(), out_rq=st.booleans(),
+       shift=st.integers(0, 12))
+def test_harmonised_add_bounds_contain_every_value(seed, rq0, rq1, out_rq, shift):
+    rng = np.random.default_rng(seed)
+    s8 = IntRange.from_bits(8, True)
+    mul = [int(v) for v in rng.integers(-2**10, 2**10, 2)]
+    add = [int(v) for v in rng.integers(-2**12, 2**12, 2)]
+    g = graph([node("HarmonisedAdd", "h", ["a", "b"], ["y"], in_mul=mul, in_add=add,
+                    in_shift=[shift, shift + 1], in_rq=[int(rq0), int(rq1)],
+                    out_mul=int(rng.integers(-50, 50)), out_add=int(rng.integers(-99, 99)),
+                    out_shift=2, out_rq=int(out_rq), lo=-128, hi=127)],
+              [value("a", ("N", 8), np.uint8, U8), value("b", ("N", 8), np.int8, s8),
+               value("y", ("N", 8), np.int8, s8)], ["a", "b"], ["y"])
+    proven = prove_ranges(g)
+    b = proven.meta["bounds"]["h"]
+    for extreme in (None, "lo", "hi"):
+        feeds = random_feeds(g, batch=4, seed=seed, extreme=extreme)
+        _contains(g, proven, feeds)
+        # the exact sum of the rescaled inputs, in Python integers, lies in acc
+        parts = []
+        for x, m, a, s, on in ((feeds["a"], mul[0], add[0], shift, rq0),
+                               (feeds["b"], mul[1], add[1], shift + 1, rq1)):
+            v = x.astype(object)
+            parts.append((v * m + a) // 2**s if on else v)
+            if on:
+                prod = v * m + a
+                assert b.rq_lo <= prod.min() and prod.max() <= b.rq_hi
+        total = parts[0] + parts[1]
+        assert b.acc_lo <= total.min() and total.max() <= b.acc_hi
