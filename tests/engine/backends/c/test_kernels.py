@@ -187,7 +187,7 @@ def test_conv_dw8_matches_reference(lib, case):
     lib.eq_dw_pad_size.restype = lib.eq_dw_acc_size.restype = C.c_size_t
     assert lib.eq_dw_pad_size(C.byref(s)) == ph * pw + slack
     assert lib.eq_dw_acc_size(C.byref(s)) == acc.shape[2] * pw
-    pad = np.full(ph * pw + slack, 7777, np.int16)  # garbage: the kernel must zero it
+    pad = np.full(ph * pw + slack, 77, np.uint8)  # garbage: the kernel must zero it
     accbuf = np.zeros(acc.shape[2] * pw, np.int32)
     y = np.zeros(expect.shape, np.int16)
     r = rq_struct(*rqp)

@@ -354,11 +354,11 @@ def _emit_conv(em: _Emitter, node: Node) -> None:
         if group == g["c"] == m and w.shape[1] == 1:
             wn = em.const("int8_t", wi, node.name + "_w")
             bn = em.const("int32_t", bias, node.name + "_b")
-            em.need("pad16", _dw_pad(g) + (g["kw"] - 1) * g["dw"])
+            em.need("pad8", _dw_pad(g) + (g["kw"] - 1) * g["dw"])
             pw = (g["ow"] - 1) * g["sw"] + (g["kw"] - 1) * g["dw"] + 1
             em.need("acc32", g["oh"] * pw)
             em.layer(node, [f"eq_conv_dw8({shape}, {em.ptr(x)}, {xc}, {wn}, {bn}, {rq}, "
-                            f"{em.ptr(out)}, {yc}, s_pad16, s_acc32);"])
+                            f"{em.ptr(out)}, {yc}, s_pad8, s_acc32);"])
             return
         kp = -(-k // 4) * 4
         wn = em.const("int8_t", pack_q8(wi, group, kp), node.name + "_w")
@@ -446,7 +446,8 @@ def _emit_gemm(em: _Emitter, node: Node) -> None:
         return
     wn = em.const("int64_t", wi, node.name + "_w")
     bn = em.const("int64_t", bias, node.name + "_b") if c is not None else "NULL"
-    em.layer(node, [f"eq_gemm_i64({head}, {wn}, {bn}, {rq}, {em.ptr(out)}, {yc});"])
+    em.need("acc64", k)
+    em.layer(node, [f"eq_gemm_i64({head}, {wn}, {bn}, {rq}, {em.ptr(out)}, {yc}, s_acc64);"])
 
 
 # -- integer ops -------------------------------------------------------------------------

@@ -207,7 +207,7 @@ def model_c(graph: Graph, em: gen._Emitter, arena_bytes: int) -> str:
         f"const size_t eq_arena_bytes = {arena_bytes};",
         f"static uint8_t arena[{max(arena_bytes, 1)}] __attribute__((aligned(64)));",
     ]
-    ctypes = {"cols8": "uint8_t", "acc32": "int32_t", "pad16": "int16_t", "acc64": "int64_t"}
+    ctypes = {"cols8": "uint8_t", "acc32": "int32_t", "pad8": "uint8_t", "acc64": "int64_t"}
     for buf, ctype in ctypes.items():
         n = em.scratch.get(buf, 0)
         if n:

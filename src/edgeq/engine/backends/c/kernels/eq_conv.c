@@ -200,75 +200,78 @@ size_t eq_dw_pad_size(const eq_conv_shape *s) {
 
 size_t eq_dw_acc_size(const eq_conv_shape *s) { return (size_t)s->oh * pad_w(s); }
 
-/* Copy channel plane into the zero-padded int16 plane covering every tap position. */
-static void pad_plane(const eq_conv_shape *s, const void *x, int x_dt, size_t off, int16_t *pad) {
+/* Copy one channel plane into the zero-padded plane covering every tap position
+ * (bytes: rows by memcpy, borders by memset; the integer 0 is the byte 0 in u8 and s8). */
+static void pad_plane(const eq_conv_shape *s, const uint8_t *x, size_t off, uint8_t *pad) {
     const int ph = pad_h(s), pw = pad_w(s), H = s->h, W = s->w, PT = s->pt, PL = s->pl;
-    const int q0 = PL, q1 = PL + W < pw ? PL + W : pw; /* columns holding input */
+    const int q1 = PL + W < pw ? PL + W : pw; /* columns [PL, q1) hold input */
+    const int ncopy = q1 > PL ? q1 - PL : 0;
     for (int r = 0; r < ph; r++) {
         const int iy = r - PT;
-        int16_t *row = pad + (size_t)r * pw;
-        if (iy < 0 || iy >= H) {
-            for (int q = 0; q < pw; q++) row[q] = 0;
+        uint8_t *row = pad + (size_t)r * pw;
+        if (iy < 0 || iy >= H || ncopy == 0) {
+            memset(row, 0, (size_t)pw);
             continue;
         }
-        for (int q = 0; q < q0 && q < pw; q++) row[q] = 0;
-        for (int q = q1; q < pw; q++) row[q] = 0;
-        if (x_dt == EQ_U8) {
-            const uint8_t *src = (const uint8_t *)x + off + (size_t)iy * W - PL;
-            for (int q = q0; q < q1; q++) row[q] = src[q];
-        } else {
-            const int8_t *src = (const int8_t *)x + off + (size_t)iy * W - PL;
-            for (int q = q0; q < q1; q++) row[q] = src[q];
-        }
+        if (PL > 0) memset(row, 0, (size_t)(PL < pw ? PL : pw));
+        memcpy(row + PL, x + off + (size_t)iy * W, (size_t)ncopy);
+        if (q1 < pw) memset(row + q1, 0, (size_t)(pw - q1));
     }
-    for (int q = 0; q < (s->kw - 1) * s->dw; q++) pad[(size_t)ph * pw + q] = 0;
+    memset(pad + (size_t)ph * pw, 0, (size_t)(s->kw - 1) * s->dw);
 }
+
+/* The multiply-accumulate loops of one channel, for input element type T. */
+#define DW_CHANNEL(T)                                                                     \
+    {                                                                                     \
+        const T *pl = (const T *)pad;                                                     \
+        if (SH == 1 && SW == 1) {                                                         \
+            /* stride 1: one flat loop per tap over OH rows of the padded width; the     \
+             * columns past OW are computed and dropped */                                \
+            const size_t len = (size_t)OH * pw;                                           \
+            for (size_t i = 0; i < len; i++) acc[i] = b;                                  \
+            for (int ky = 0; ky < KH; ky++)                                               \
+                for (int kx = 0; kx < KW; kx++) {                                         \
+                    const int32_t wv = wc[ky * KW + kx];                                  \
+                    const T *r = pl + (size_t)ky * DH * pw + (size_t)kx * DW;             \
+                    for (size_t i = 0; i < len; i++) acc[i] += wv * r[i];                 \
+                }                                                                         \
+            for (int oy = 1; oy < OH; oy++) /* compact rows: dst <= src, forward */       \
+                memmove(acc + (size_t)oy * OW, acc + (size_t)oy * pw, sizeof(int32_t) * OW); \
+        } else {                                                                          \
+            for (int oy = 0; oy < OH; oy++) {                                             \
+                int32_t *ar = acc + (size_t)oy * OW;                                      \
+                for (int ox = 0; ox < OW; ox++) ar[ox] = b;                               \
+                for (int ky = 0; ky < KH; ky++) {                                         \
+                    const T *row = pl + (size_t)(oy * SH + ky * DH) * pw;                 \
+                    for (int kx = 0; kx < KW; kx++) {                                     \
+                        const int32_t wv = wc[ky * KW + kx];                              \
+                        const T *r = row + kx * DW;                                       \
+                        if (SW == 2)                                                      \
+                            for (int ox = 0; ox < OW; ox++) ar[ox] += wv * r[2 * ox];     \
+                        else                                                              \
+                            for (int ox = 0; ox < OW; ox++) ar[ox] += wv * r[ox * SW];    \
+                    }                                                                     \
+                }                                                                         \
+            }                                                                             \
+        }                                                                                 \
+    }
 
 void eq_conv_dw8(const eq_conv_shape *s, const void *x, int x_dt, const int8_t *w,
                  const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
-                 int16_t *pad, int32_t *acc) {
+                 uint8_t *pad, int32_t *acc) {
     const int pw = pad_w(s), KH = s->kh, KW = s->kw, taps = KH * KW;
     const int OH = s->oh, OW = s->ow, SH = s->sh, SW = s->sw, DH = s->dh, DW = s->dw;
     const int n = s->n, c = s->c;
     const size_t hw = (size_t)s->h * s->w, ohw = (size_t)OH * OW;
     for (int ni = 0; ni < n; ni++)
         for (int ci = 0; ci < c; ci++) {
-            pad_plane(s, x, x_dt, ((size_t)ni * c + ci) * hw, pad);
+            pad_plane(s, (const uint8_t *)x, ((size_t)ni * c + ci) * hw, pad);
             const int8_t *wc = w + (size_t)ci * taps;
             const int32_t b = bias[ci];
-            if (SH == 1 && SW == 1) {
-                /* stride 1: the whole plane as one flat loop per tap over OH rows of the
-                 * padded width; columns past OW are computed and dropped */
-                const size_t len = (size_t)OH * pw;
-                for (size_t i = 0; i < len; i++) acc[i] = b;
-                for (int ky = 0; ky < KH; ky++)
-                    for (int kx = 0; kx < KW; kx++) {
-                        const int32_t wv = wc[ky * KW + kx];
-                        const int16_t *r = pad + (size_t)ky * DH * pw + (size_t)kx * DW;
-                        for (size_t i = 0; i < len; i++) acc[i] += wv * r[i];
-                    }
-                /* drop the extra columns (forward copy, dst <= src), then requantise the
-                 * plane in one long, vectorisable row */
-                for (int oy = 1; oy < OH; oy++)
-                    memmove(acc + (size_t)oy * OW, acc + (size_t)oy * pw, sizeof(int32_t) * OW);
-                eq_store_row32(acc, ohw, rq, ci, y, y_dt, ((size_t)ni * c + ci) * ohw);
-                continue;
-            }
-            for (int oy = 0; oy < OH; oy++) {
-                int32_t *ar = acc + (size_t)oy * OW;
-                for (int ox = 0; ox < OW; ox++) ar[ox] = b;
-                for (int ky = 0; ky < KH; ky++) {
-                    const int16_t *row = pad + (size_t)(oy * SH + ky * DH) * pw;
-                    for (int kx = 0; kx < KW; kx++) {
-                        const int32_t wv = wc[ky * KW + kx];
-                        const int16_t *r = row + kx * DW;
-                        if (SW == 2)
-                            for (int ox = 0; ox < OW; ox++) ar[ox] += wv * r[2 * ox];
-                        else
-                            for (int ox = 0; ox < OW; ox++) ar[ox] += wv * r[ox * SW];
-                    }
-                }
-            }
+            if (x_dt == EQ_U8)
+                DW_CHANNEL(uint8_t)
+            else
+                DW_CHANNEL(int8_t)
             eq_store_row32(acc, ohw, rq, ci, y, y_dt, ((size_t)ni * c + ci) * ohw);
         }
 }

@@ -75,13 +75,13 @@ void eq_conv_q8(const eq_conv_shape *s, const void *x, int x_dt, const int8_t *w
                 uint8_t *cols, int32_t *acc);
 
 /* Depthwise (group == c == m) fast path for 8-bit inputs: int32 acc (proven).
- * w is [m][kh*kw] int8; pad: eq_dw_pad_size(s) int16 (the zero-padded plane);
+ * w is [m][kh*kw] int8; pad: eq_dw_pad_size(s) bytes (the zero-padded plane);
  * acc: eq_dw_acc_size(s) int32. */
 size_t eq_dw_pad_size(const eq_conv_shape *s);
 size_t eq_dw_acc_size(const eq_conv_shape *s);
 void eq_conv_dw8(const eq_conv_shape *s, const void *x, int x_dt, const int8_t *w,
                  const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
-                 int16_t *pad, int32_t *acc);
+                 uint8_t *pad, int32_t *acc);
 
 /* Any integer types, int64 accumulation: w is [m][K] int64, bias [m] int64 or NULL. */
 void eq_conv_i64(const eq_conv_shape *s, const void *x, int x_dt, const int64_t *w,
@@ -98,8 +98,9 @@ void eq_conv_f(const eq_conv_shape *s, const void *x, int x_dt, const float *w,
 void eq_gemm_q8(int rows, int cols, int k, const void *a, int a_dt, const int8_t *w,
                 int kp, const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
                 uint8_t *cols_buf, int32_t *acc);
+/* row: k int64 of scratch */
 void eq_gemm_i64(int rows, int cols, int k, const void *a, int a_dt, const int64_t *w,
-                 const int64_t *bias, const eq_rq *rq, void *y, int y_dt);
+                 const int64_t *bias, const eq_rq *rq, void *y, int y_dt, int64_t *row);
 void eq_gemm_f(int rows, int cols, int k, const void *a, int a_dt, const float *w,
                const float *bias, void *y, int y_dt);
 
