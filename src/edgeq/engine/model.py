@@ -68,7 +68,7 @@ class Model:
                 f"unknown input(s) {sorted(unknown)}; the model takes {self.graph.inputs}"
             )
         feeds = {name: self._prepare(name, inputs.get(name)) for name in self.graph.inputs}
-        if set(self._assignment.values()) == {"reference"}:
+        if set(self._assignment.values()) <= {"reference"}:
             return run_graph(self.graph, feeds)
         return self._run_segments(feeds)
 
@@ -81,6 +81,7 @@ class Model:
 
         batch = int(np.shape(next(iter(feeds.values())))[0]) if feeds else 1
         env = dict(feeds)
+        env.update({v.name: v.data for v in self.graph.constants()})  # constant outputs
         for i, seg in enumerate(partition(self.graph, self._assignment)):
             seg_feeds = {n: env[n] for n in seg.graph.inputs}
             if seg.backend == "reference":
