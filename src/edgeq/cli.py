@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--backend", default="c", metavar="SPEC",
                       help="backend spec; every node must be assigned to c (default: c)")
     comp.add_argument("--batch", type=int, default=1, metavar="N", help="images per run")
-    comp.add_argument("--threads", type=int, default=1, metavar="T", help="threads (1)")
+    comp.add_argument("--threads", type=int, default=1, metavar="T",
+                      help="POSIX threads per convolution (default 1)")
     comp.add_argument("--force", action="store_true", help="replace a non-empty DIR")
     _input_range_flags(comp)
     comp.set_defaults(func=cmd_compile)

@@ -127,3 +127,9 @@ def test_failed_build_shows_the_first_compiler_error(tmp_path, monkeypatch):
     msg = str(info.value)
     assert "no_such_header.h" in msg and "\n" not in msg
     assert list(tmp_path.iterdir()) == []
+
+
+def test_thread_count_out_of_range(tmp_path, capsys):
+    assert main(["compile", MODEL, "--out", str(tmp_path / "o"), "--threads", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "threads must be in [1, 16], got 0" in err and not (tmp_path / "o").exists()

@@ -60,8 +60,9 @@ def lib(request, tmp_path_factory):
     for name in project.KERNEL_FILES:
         (d / name).write_text(project.kernel_source(name))
     srcs = [f for f in project.KERNEL_FILES if f.endswith(".c")]
-    subprocess.run(["gcc", "-std=c99", "-O3", request.param, "-Wall", "-Wextra", "-Werror",
-                    "-shared", "-fPIC", "-o", "libeq.so", *srcs, "-lm"], cwd=d, check=True)
+    subprocess.run(["gcc", "-std=c99", "-O3", request.param, "-DEQ_THREADS", "-pthread", "-Wall",
+                    "-Wextra", "-Werror", "-shared", "-fPIC", "-o", "libeq.so", *srcs, "-lm"],
+                   cwd=d, check=True)
     return C.CDLL(str(d / "libeq.so"))
 
 
@@ -158,17 +159,18 @@ def test_conv_q8_matches_reference(lib, case):
     s = _shape(x, wt, attrs, acc)
     positions = acc.shape[2] * acc.shape[3]
     pb = lib.eq_conv_block(kp, positions)
-    cols = np.zeros(pb * kp, np.uint8)
-    accbuf = np.zeros(16 * pb, np.int32)
-    y = np.zeros(expect.shape, np.int16)
     r = rq_struct(*rqp)
-    lib.eq_conv_q8(C.byref(s), ptr(x), CODES[x.dtype], ptr(wp), kp, ptr(bias), C.byref(r),
-                   ptr(y), CODES[y.dtype], ptr(cols), ptr(accbuf))
-    np.testing.assert_array_equal(y, expect)
+    for threads in (1, 3):  # threads split the output positions, each with its scratch
+        cols = np.zeros(threads * pb * kp, np.uint8)
+        accbuf = np.zeros(threads * 16 * pb, np.int32)
+        y = np.zeros(expect.shape, np.int16)
+        lib.eq_conv_q8(C.byref(s), ptr(x), CODES[x.dtype], ptr(wp), kp, ptr(bias), C.byref(r),
+                       ptr(y), CODES[y.dtype], ptr(cols), ptr(accbuf), threads)
+        np.testing.assert_array_equal(y, expect)
     # without requantisation the kernel stores the exact accumulator
     raw = np.zeros(acc.shape, np.int64)
     lib.eq_conv_q8(C.byref(s), ptr(x), CODES[x.dtype], ptr(wp), kp, ptr(bias), None,
-                   ptr(raw), CODES[raw.dtype], ptr(cols), ptr(accbuf))
+                   ptr(raw), CODES[raw.dtype], ptr(cols), ptr(accbuf), 1)
     np.testing.assert_array_equal(raw, acc)
 
 
@@ -187,13 +189,15 @@ def test_conv_dw8_matches_reference(lib, case):
     lib.eq_dw_pad_size.restype = lib.eq_dw_acc_size.restype = C.c_size_t
     assert lib.eq_dw_pad_size(C.byref(s)) == ph * pw + slack
     assert lib.eq_dw_acc_size(C.byref(s)) == acc.shape[2] * pw
-    pad = np.full(ph * pw + slack, 77, np.uint8)  # garbage: the kernel must zero it
-    accbuf = np.zeros(acc.shape[2] * pw, np.int32)
-    y = np.zeros(expect.shape, np.int16)
     r = rq_struct(*rqp)
-    lib.eq_conv_dw8(C.byref(s), ptr(x), CODES[x.dtype], ptr(np.ascontiguousarray(wt)),
-                    ptr(b), C.byref(r), ptr(y), CODES[y.dtype], ptr(pad), ptr(accbuf))
-    np.testing.assert_array_equal(y, expect)
+    for threads in (1, 2):  # threads split the channels, each with its scratch
+        pad = np.full(threads * (ph * pw + slack), 77, np.uint8)  # garbage: must be zeroed
+        accbuf = np.zeros(threads * acc.shape[2] * pw, np.int32)
+        y = np.zeros(expect.shape, np.int16)
+        lib.eq_conv_dw8(C.byref(s), ptr(x), CODES[x.dtype], ptr(np.ascontiguousarray(wt)),
+                        ptr(b), C.byref(r), ptr(y), CODES[y.dtype], ptr(pad), ptr(accbuf),
+                        threads)
+        np.testing.assert_array_equal(y, expect)
 
 
 @settings(max_examples=30, deadline=None)

@@ -35,18 +35,18 @@ def test_dronet_on_cortex_a72(cross_toolchain, tmp_path):
 def test_families_on_cortex_a72(cross_toolchain, tmp_path, name):
     pytest.importorskip("torch")
     graph, x = tq(name)
-    cm = compile_model(graph, tmp_path / name, target="cortex-a72", batch=2)
+    cm = compile_model(graph, tmp_path / name, target="cortex-a72", batch=2, threads=2)
     (y,) = cm.run({graph.inputs[0]: x}).values()
     np.testing.assert_array_equal(y, _ref(graph, x))
 
 
-def test_batch_eight(tmp_path):
-    """Batch 8 of the concat net: one build, every image bit-exact."""
+def test_batch_eight_two_threads(tmp_path):
+    """Batch 8 of the concat net on 2 threads: one build, every image bit-exact."""
     pytest.importorskip("torch")
     graph, x = tq("concat")
     x8 = np.concatenate([x] * 4)
     x8[2:] = np.random.default_rng(1).integers(0, 256, x8[2:].shape).astype(x8.dtype)
-    cm = compile_model(graph, tmp_path / "b8", batch=8)
+    cm = compile_model(graph, tmp_path / "b8", batch=8, threads=2)
     (y,) = cm.run({graph.inputs[0]: x8}).values()
     np.testing.assert_array_equal(y, _ref(graph, x8))
 

@@ -155,6 +155,7 @@ class _Emitter:
     layers: list[tuple[str, str, list[str]]] = field(default_factory=list)
     scratch: dict[str, int] = field(default_factory=dict)  # buffer -> elements
     kernels: set[str] = field(default_factory=set)
+    threads: int = 1
     _n: int = 0
 
     # -- data ----------------------------------------------------------------------
@@ -251,9 +252,10 @@ def _rq_axis(graph: Graph, node: Node, out_shape) -> int:
     return 1 if rank > 1 else 0
 
 
-def emit(graph: Graph, plan, bounds: dict) -> _Emitter:
-    """Emit every node of ``graph`` (prepared) into an _Emitter."""
-    em = _Emitter(graph, plan, bounds)
+def emit(graph: Graph, plan, bounds: dict, threads: int = 1) -> _Emitter:
+    """Emit every node of ``graph`` (prepared) into an _Emitter; convolutions split their
+    work over ``threads`` POSIX threads."""
+    em = _Emitter(graph, plan, bounds, threads=threads)
     for node in graph.nodes:
         if not supports(graph, node):
             _check_node(graph, node)
@@ -354,20 +356,21 @@ def _emit_conv(em: _Emitter, node: Node) -> None:
         if group == g["c"] == m and w.shape[1] == 1:
             wn = em.const("int8_t", wi, node.name + "_w")
             bn = em.const("int32_t", bias, node.name + "_b")
-            em.need("pad8", _dw_pad(g) + (g["kw"] - 1) * g["dw"])
+            t = em.threads
+            em.need("pad8", t * (_dw_pad(g) + (g["kw"] - 1) * g["dw"]))
             pw = (g["ow"] - 1) * g["sw"] + (g["kw"] - 1) * g["dw"] + 1
-            em.need("acc32", g["oh"] * pw)
+            em.need("acc32", t * g["oh"] * pw)
             em.layer(node, [f"eq_conv_dw8({shape}, {em.ptr(x)}, {xc}, {wn}, {bn}, {rq}, "
-                            f"{em.ptr(out)}, {yc}, s_pad8, s_acc32);"])
+                            f"{em.ptr(out)}, {yc}, s_pad8, s_acc32, {t});"])
             return
         kp = -(-k // 4) * 4
         wn = em.const("int8_t", pack_q8(wi, group, kp), node.name + "_w")
         bn = em.const("int32_t", bias32, node.name + "_b")
-        pb = _conv_block(kp, g["oh"] * g["ow"])
-        em.need("cols8", pb * kp)
-        em.need("acc32", 16 * pb)
+        pb, t = _conv_block(kp, g["oh"] * g["ow"]), em.threads
+        em.need("cols8", t * pb * kp)
+        em.need("acc32", t * 16 * pb)
         em.layer(node, [f"eq_conv_q8({shape}, {em.ptr(x)}, {xc}, {wn}, {kp}, {bn}, {rq}, "
-                        f"{em.ptr(out)}, {yc}, s_cols8, s_acc32);"])
+                        f"{em.ptr(out)}, {yc}, s_cols8, s_acc32, {t});"])
         return
     wn = em.const("int64_t", wi, node.name + "_w")
     bn = em.const("int64_t", bias, node.name + "_b") if b is not None else "NULL"

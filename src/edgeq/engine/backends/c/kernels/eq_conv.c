@@ -149,26 +149,59 @@ static void cols_1x1(const eq_conv_shape *s, const void *x, int x_dt, int ni, in
         for (int t = cg; t < kp; t++) cols[(size_t)p * kp + t] = 0;
 }
 
+typedef struct {
+    const eq_conv_shape *s;
+    const void *x;
+    int x_dt, kp, pb_max, pointwise;
+    const int8_t *w;
+    const int32_t *bias;
+    const eq_rq *rq;
+    void *y;
+    int y_dt;
+    uint8_t *cols;
+    int32_t *acc;
+} q8_ctx;
+
+/* Thread t of nt: blocks of output positions i with i % nt == t. */
+static void q8_task(void *arg, int t, int nt) {
+    const q8_ctx *q = (const q8_ctx *)arg;
+    const eq_conv_shape *s = q->s;
+    const int positions = s->oh * s->ow, mg = s->m / s->group, kp = q->kp, pb_max = q->pb_max;
+    const int nblocks = (positions + pb_max - 1) / pb_max;
+    const size_t wg = (size_t)eq_packed_size(mg, kp), m = (size_t)s->m;
+    uint8_t *cols = q->cols + (size_t)t * pb_max * kp;
+    int32_t *acc = q->acc + (size_t)t * 16 * pb_max;
+    const int total = s->n * s->group * nblocks;
+    for (int i = t; i < total; i += nt) {
+        const int ni = i / (s->group * nblocks), gi = (i / nblocks) % s->group;
+        const int p0 = (i % nblocks) * pb_max;
+        const int pb = positions - p0 < pb_max ? positions - p0 : pb_max;
+        if (q->pointwise)
+            cols_1x1(s, q->x, q->x_dt, ni, gi, p0, pb, kp, cols);
+        else
+            im2col8(s, q->x, q->x_dt, ni, gi, p0, pb, kp, cols);
+        const size_t y_base = (size_t)ni * m * positions + p0;
+        gemm_block(cols, pb, q->w + (size_t)gi * wg, kp, mg, gi * mg, q->bias, q->rq,
+                   q->y, q->y_dt, y_base, (size_t)positions, 1, acc);
+    }
+}
+
 void eq_conv_q8(const eq_conv_shape *s, const void *x, int x_dt, const int8_t *w, int kp,
                 const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
-                uint8_t *cols, int32_t *acc) {
-    const int positions = s->oh * s->ow, mg = s->m / s->group, n = s->n, group = s->group;
-    const int pb_max = eq_conv_block(kp, positions);
-    const int pointwise = s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 &&
-                          s->pt == 0 && s->pl == 0 && s->oh == s->h && s->ow == s->w;
-    const size_t wg = (size_t)eq_packed_size(mg, kp), m = (size_t)s->m;
-    for (int ni = 0; ni < n; ni++)
-        for (int gi = 0; gi < group; gi++)
-            for (int p0 = 0; p0 < positions; p0 += pb_max) {
-                const int pb = positions - p0 < pb_max ? positions - p0 : pb_max;
-                if (pointwise)
-                    cols_1x1(s, x, x_dt, ni, gi, p0, pb, kp, cols);
-                else
-                    im2col8(s, x, x_dt, ni, gi, p0, pb, kp, cols);
-                const size_t y_base = (size_t)ni * m * positions + p0;
-                gemm_block(cols, pb, w + (size_t)gi * wg, kp, mg, gi * mg, bias, rq,
-                           y, y_dt, y_base, (size_t)positions, 1, acc);
-            }
+                uint8_t *cols, int32_t *acc, int threads) {
+    const int positions = s->oh * s->ow;
+    int pb_max = eq_conv_block(kp, positions);
+    if (threads > 1 && s->n * s->group * ((positions + pb_max - 1) / pb_max) < threads) {
+        /* smaller blocks so that every thread has one (a multiple of 4 positions) */
+        const int share = (positions + threads - 1) / threads;
+        pb_max = share < 4 ? 4 : (share + 3) / 4 * 4;
+        if (pb_max > eq_conv_block(kp, positions)) pb_max = eq_conv_block(kp, positions);
+    }
+    const q8_ctx q = {s, x, x_dt, kp, pb_max,
+                      s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && s->pt == 0 &&
+                          s->pl == 0 && s->oh == s->h && s->ow == s->w,
+                      w, bias, rq, y, y_dt, cols, acc};
+    eq_parallel(q8_task, (void *)&q, threads < 1 ? 1 : threads);
 }
 
 void eq_gemm_q8(int rows, int cols, int k, const void *a, int a_dt, const int8_t *w,
@@ -256,24 +289,47 @@ static void pad_plane(const eq_conv_shape *s, const uint8_t *x, size_t off, uint
         }                                                                                 \
     }
 
-void eq_conv_dw8(const eq_conv_shape *s, const void *x, int x_dt, const int8_t *w,
-                 const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
-                 uint8_t *pad, int32_t *acc) {
+typedef struct {
+    const eq_conv_shape *s;
+    const void *x;
+    int x_dt;
+    const int8_t *w;
+    const int32_t *bias;
+    const eq_rq *rq;
+    void *y;
+    int y_dt;
+    uint8_t *pad;
+    int32_t *acc;
+} dw_ctx;
+
+/* Thread t of nt: channels ci with ci % nt == t. */
+static void dw_task(void *arg, int t, int nt) {
+    const dw_ctx *d = (const dw_ctx *)arg;
+    const eq_conv_shape *s = d->s;
     const int pw = pad_w(s), KH = s->kh, KW = s->kw, taps = KH * KW;
     const int OH = s->oh, OW = s->ow, SH = s->sh, SW = s->sw, DH = s->dh, DW = s->dw;
-    const int n = s->n, c = s->c;
+    const int n = s->n, c = s->c, x_dt = d->x_dt;
     const size_t hw = (size_t)s->h * s->w, ohw = (size_t)OH * OW;
+    uint8_t *pad = d->pad + (size_t)t * eq_dw_pad_size(s);
+    int32_t *acc = d->acc + (size_t)t * eq_dw_acc_size(s);
     for (int ni = 0; ni < n; ni++)
-        for (int ci = 0; ci < c; ci++) {
-            pad_plane(s, (const uint8_t *)x, ((size_t)ni * c + ci) * hw, pad);
-            const int8_t *wc = w + (size_t)ci * taps;
-            const int32_t b = bias[ci];
+        for (int ci = t; ci < c; ci += nt) {
+            pad_plane(s, (const uint8_t *)d->x, ((size_t)ni * c + ci) * hw, pad);
+            const int8_t *wc = d->w + (size_t)ci * taps;
+            const int32_t b = d->bias[ci];
             if (x_dt == EQ_U8)
                 DW_CHANNEL(uint8_t)
             else
                 DW_CHANNEL(int8_t)
-            eq_store_row32(acc, ohw, rq, ci, y, y_dt, ((size_t)ni * c + ci) * ohw);
+            eq_store_row32(acc, ohw, d->rq, ci, d->y, d->y_dt, ((size_t)ni * c + ci) * ohw);
         }
+}
+
+void eq_conv_dw8(const eq_conv_shape *s, const void *x, int x_dt, const int8_t *w,
+                 const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
+                 uint8_t *pad, int32_t *acc, int threads) {
+    const dw_ctx d = {s, x, x_dt, w, bias, rq, y, y_dt, pad, acc};
+    eq_parallel(dw_task, (void *)&d, threads < 1 ? 1 : threads);
 }
 
 /* ---- generic int64 ---- */

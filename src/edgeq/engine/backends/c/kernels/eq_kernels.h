@@ -54,6 +54,11 @@ typedef struct {
 } eq_hadd;
 void eq_harmonised_add(const eq_hadd *p, size_t numel, void *y, int y_dt);
 
+/* ---- threads (eq_threads.c) ---- */
+#define EQ_MAX_THREADS 16
+typedef void (*eq_task)(void *ctx, int t, int nt);
+void eq_parallel(eq_task fn, void *ctx, int nt);
+
 /* ---- convolution (eq_conv.c) ---- */
 typedef struct {
     int n, c, h, w;     /* input NCHW */
@@ -67,21 +72,22 @@ typedef struct {
  * (c, ky, kx) order, zero-padded to kp (a multiple of 4). Weights are packed per group,
  * per block of 16 output channels (channels padded with zeros to 16), as
  * [k/4][16 channels][4 taps] int8: eq_packed_size(m/group, kp) bytes per group.
- * cols: pb*kp bytes, acc: 16*pb int32, where pb = eq_conv_block(kp, oh*ow). */
+ * cols: pb*kp bytes, acc: 16*pb int32, where pb = eq_conv_block(kp, oh*ow), times
+ * `threads` (each thread has its own slice; threads split the output positions). */
 int eq_conv_block(int kp, int positions);
 int eq_packed_size(int m, int kp);
 void eq_conv_q8(const eq_conv_shape *s, const void *x, int x_dt, const int8_t *w, int kp,
                 const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
-                uint8_t *cols, int32_t *acc);
+                uint8_t *cols, int32_t *acc, int threads);
 
 /* Depthwise (group == c == m) fast path for 8-bit inputs: int32 acc (proven).
  * w is [m][kh*kw] int8; pad: eq_dw_pad_size(s) bytes (the zero-padded plane);
- * acc: eq_dw_acc_size(s) int32. */
+ * acc: eq_dw_acc_size(s) int32; both times `threads` (threads split the channels). */
 size_t eq_dw_pad_size(const eq_conv_shape *s);
 size_t eq_dw_acc_size(const eq_conv_shape *s);
 void eq_conv_dw8(const eq_conv_shape *s, const void *x, int x_dt, const int8_t *w,
                  const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
-                 uint8_t *pad, int32_t *acc);
+                 uint8_t *pad, int32_t *acc, int threads);
 
 /* Any integer types, int64 accumulation: w is [m][K] int64, bias [m] int64 or NULL. */
 void eq_conv_i64(const eq_conv_shape *s, const void *x, int x_dt, const int64_t *w,
