@@ -1,4 +1,4 @@
-"""The ``edgeq`` command: ``run``, ``inspect``, ``demo``, ``quantize`` and ``f2t-report``.
+"""The ``edgeq`` command: ``run``, ``inspect``, ``bench``, ``demo``, ``quantize``, ``f2t-report``.
 
 Every :class:`~edgeq.errors.EdgeqError` becomes ``error: <message>`` on stderr and exit
 status 1; usage errors exit with 2 (argparse). This module imports no torch and no
@@ -43,13 +43,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="channel order of multi-channel text vectors (QuantLab/DORY files use hwc)",
     )
     run.add_argument("--out", metavar="OUT.npz", help="also write the outputs to an .npz")
+    run.add_argument("--backend", default="reference", metavar="SPEC",
+                     help="reference (default), c, c:cortex-a72, or rules such as "
+                          "'default=c,Conv=reference' (op type or node name, first match wins)")
     _input_range_flags(run)
     run.set_defaults(func=cmd_run)
+
+    comp = sub.add_parser("compile", help="generate and build a C program for a model")
+    comp.add_argument("model", metavar="MODEL.onnx")
+    comp.add_argument("--target", choices=("host", "cortex-a72"), default="host",
+                      help="host (gcc -march=native) or cortex-a72 (aarch64 cross, static)")
+    comp.add_argument("--out", required=True, metavar="DIR", help="directory of the C project")
+    comp.add_argument("--backend", default="c", metavar="SPEC",
+                      help="backend spec; every node must be assigned to c (default: c)")
+    comp.add_argument("--batch", type=int, default=1, metavar="N", help="images per run")
+    comp.add_argument("--threads", type=int, default=1, metavar="T",
+                      help="POSIX threads per convolution (default 1)")
+    comp.add_argument("--force", action="store_true", help="replace a non-empty DIR")
+    _input_range_flags(comp)
+    comp.set_defaults(func=cmd_compile)
 
     inspect = sub.add_parser("inspect", help="print the per-layer table of a model")
     inspect.add_argument("model", metavar="MODEL.onnx")
     _input_range_flags(inspect)
     inspect.set_defaults(func=cmd_inspect)
+
+    bench = sub.add_parser("bench", help="time a model on a backend: latency, images/s, layers")
+    bench.add_argument("model", metavar="MODEL.onnx")
+    bench.add_argument("--backend", choices=("reference", "c", "ort"), default="c",
+                       help="reference (NumPy spec), c (generated C) or ort (onnxruntime)")
+    bench.add_argument("--batch", type=int, default=1, metavar="B", help="images per run")
+    bench.add_argument("--threads", type=int, default=1, metavar="T", help="threads")
+    bench.add_argument("--repeat", type=int, default=20, metavar="N", help="timed runs")
+    bench.add_argument("--per-layer", action="store_true",
+                       help="per-layer table: time, MACs, GMAC/s, share (c and reference)")
+    _input_range_flags(bench)
+    bench.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser(
         "demo", help="end to end on the bundled digits: FP -> 8-bit PACT QAT -> integer engine")
@@ -128,7 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edgeq.engine import load
     from edgeq.engine.tensor_io import load_input, write_npz
 
-    model = load(args.model, input_range=_input_range(args))
+    model = load(args.model, input_range=_input_range(args), backend=args.backend)
     names = [i.name for i in model.inputs]
     feeds: dict[str, np.ndarray] = {}
     for spec in args.input:
@@ -158,8 +187,53 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         for name in names:
             v = graph.values[name]
             print(f"  {kind} {name}: {v.shape_str()} {precision_of(v)}")
+    graph = _with_bounds(graph)
     print()
     print(format_table(layer_table(graph)))
+    return 0
+
+
+def _with_bounds(graph):
+    """The graph with proven accumulator bounds, or as it is (with a note) when unprovable."""
+    from edgeq.engine.passes.ranges import prove_ranges
+    from edgeq.errors import RangeError
+
+    try:
+        return prove_ranges(graph)
+    except RangeError as exc:
+        print(f"accumulator bounds: not proven ({exc})")
+        return graph
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from edgeq.engine import load
+    from edgeq.engine.backends.c import compile_model
+
+    model = load(args.model, input_range=_input_range(args), backend=args.backend)
+    others = sorted({b for b in model._assignment.values() if b.split(":")[0] != "c"})
+    if others:
+        node = next(n for n, b in model._assignment.items() if b in others)
+        raise EdgeqError(f"compile: node '{node}' is assigned to backend '{others[0]}'; "
+                         "a compiled program runs only the c backend")
+    cm = compile_model(model.graph, args.out, target=args.target, batch=args.batch,
+                       threads=args.threads, force=args.force)
+    p = cm.plan
+    print(f"wrote {args.out}: {len(cm.graph.nodes)} nodes, target {args.target}, "
+          f"batch {args.batch}")
+    print(f"arena {p.arena_bytes} bytes, lower bound {p.lower_bound} bytes "
+          f"(ratio {p.ratio:.3f})")
+    runner = " ".join([*cm.target.runner, str(cm.binary)])
+    print(f"run: {runner} IN.npy OUT.npy [--repeat N] [--per-layer]")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgeq.engine.bench import bench, format_result
+
+    result = bench(args.model, args.backend, batch=args.batch, threads=args.threads,
+                   repeat=args.repeat, per_layer=args.per_layer,
+                   input_range=_input_range(args))
+    print(format_result(result, args.model))
     return 0
 
 

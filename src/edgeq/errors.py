@@ -42,7 +42,8 @@ class IntegerOverflowError(EdgeqError):
 
 
 class RangeError(EdgeqError):
-    """An impossible integer range (no levels, inconsistent offset/step...)."""
+    """An impossible integer range (no levels, inconsistent offset/step...), or an integer
+    bound the static range proof cannot establish (the message names the node)."""
 
 
 class ConfigError(EdgeqError):
@@ -59,3 +60,15 @@ class InputFileError(EdgeqError):
 
 class OutputFileError(EdgeqError):
     """An output file that cannot be written (e.g. its directory is a regular file)."""
+
+
+class BuildError(EdgeqError):
+    """Generated code that cannot be built or run: missing compiler, compiler error."""
+
+
+class OutputDirError(EdgeqError):
+    """An output directory that cannot be written, or is not empty without --force."""
+
+
+class BackendError(EdgeqError):
+    """A node no selected backend can run, or a backend rule that cannot be honoured."""

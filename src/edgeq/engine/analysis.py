@@ -11,7 +11,12 @@ Memory accounting:
   several nodes is counted once, at its first reader, so the total is the model's size.
 - **activation bytes** are the node's outputs, counted the same way; ``None`` when a
   shape is not static.
-- **MACs** (multiply-accumulates) for Conv, Gemm and MatMul; ``None`` for other ops.
+- **MACs** (multiply-accumulates) for Conv, Gemm and MatMul and their fused
+  ``*Requant`` forms; ``None`` for other ops.
+- **accumulator bounds**, when the graph went through
+  :func:`~edgeq.engine.passes.ranges.prove_ranges` (``graph.meta["bounds"]``): the
+  proven interval of each integer node's accumulator, its width (int32/int64) and the
+  width of its requantisation product.
 
 Activations and MACs are **per sample**: a symbolic leading (batch) dimension counts as 1.
 """
@@ -41,6 +46,9 @@ class LayerRow:
     param_bytes: int
     act_bytes: int | None
     macs: int | None
+    acc_bound: tuple[int, int] | None = None  # proven accumulator interval (prove_ranges)
+    acc_bits: int | None = None
+    rq_bits: int | None = None
 
 
 # -- per-value descriptions --------------------------------------------------------------
@@ -96,8 +104,14 @@ def _shape(graph: Graph, name: str) -> Shape:
     return v.shape if v.shape is not None or v.data is None else tuple(v.data.shape)
 
 
+# fused linear + requantisation ops (passes/fusion.py) count as their linear part
+FUSED_LINEAR = {"ConvRequant": "Conv", "GemmRequant": "Gemm", "MatMulRequant": "MatMul"}
+
+
 def macs_of(graph: Graph, node: Node) -> int | None:
     """Multiply-accumulates of a Conv/Gemm/MatMul node (``None`` if unknown or other op)."""
+    if node.op in FUSED_LINEAR:
+        node = Node(FUSED_LINEAR[node.op], node.name, node.inputs, node.outputs, node.attrs)
     if node.op not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2:
         return None
     out = _static_numel(_shape(graph, node.outputs[0]))
@@ -142,6 +156,7 @@ def _row(graph: Graph, node: Node, counted: set[str]) -> LayerRow:
     fresh = [v for v in consts if v.name not in counted]
     counted.update(v.name for v in fresh)
     act = [_act_bytes(v) for v in outs]
+    bound = graph.meta.get("bounds", {}).get(node.name)
     return LayerRow(
         name=node.name,
         op=node.op,
@@ -152,6 +167,9 @@ def _row(graph: Graph, node: Node, counted: set[str]) -> LayerRow:
         param_bytes=sum(const_bytes(v) for v in fresh),
         act_bytes=None if any(b is None for b in act) else sum(act),
         macs=macs_of(graph, node),
+        acc_bound=None if bound is None else (bound.acc_lo, bound.acc_hi),
+        acc_bits=None if bound is None else bound.acc_bits,
+        rq_bits=None if bound is None else bound.rq_bits,
     )
 
 
@@ -173,11 +191,19 @@ def totals(rows: list[LayerRow]) -> Totals:
 
 
 HEADER = ("#", "node", "op", "inputs", "outputs", "precision", "params", "param B", "act B", "MACs")
-RIGHT = {"#", "param B", "act B", "MACs"}
+BOUND_HEADER = ("acc bound", "acc", "rq")  # shown before MACs when bounds were proven
+RIGHT = {"#", "param B", "act B", "MACs", "acc bound"}
 
 
 def _num(n: int | None) -> str:
     return "?" if n is None else f"{n:,}"
+
+
+def _bound_cells(r: LayerRow) -> tuple[str, ...]:
+    if r.acc_bound is None:
+        return ("", "", "")
+    rq = "" if r.rq_bits is None else f"int{r.rq_bits}"
+    return (f"[{r.acc_bound[0]},{r.acc_bound[1]}]", f"int{r.acc_bits}", rq)
 
 
 def _cells(i: int, r: LayerRow) -> tuple[str, ...]:
@@ -196,19 +222,28 @@ def _cells(i: int, r: LayerRow) -> tuple[str, ...]:
 
 
 def format_table(rows: list[LayerRow]) -> str:
-    """A fixed-width text table, one line per node, then a totals line."""
+    """A fixed-width text table, one line per node, then a totals line.
+
+    With proven bounds (any row has one), three columns come before MACs: the
+    accumulator interval, its width and the requantisation product's width.
+    """
     t = totals(rows)
     body = [_cells(i, r) for i, r in enumerate(rows)]
     act_total = _num(t.act_bytes) + ("+?" if t.unknown_act else "")
     total = ("", "total", "", "", "", "", "", _num(t.param_bytes), act_total, _num(t.macs))
-    widths = [max(len(c[k]) for c in [HEADER, *body, total]) for k in range(len(HEADER))]
+    header = HEADER
+    if any(r.acc_bound is not None for r in rows):
+        header = HEADER[:-1] + BOUND_HEADER + HEADER[-1:]
+        body = [c[:-1] + _bound_cells(r) + c[-1:] for c, r in zip(body, rows, strict=True)]
+        total = total[:-1] + ("", "", "") + total[-1:]
+    widths = [max(len(c[k]) for c in [header, *body, total]) for k in range(len(header))]
 
     def line(cells: tuple[str, ...]) -> str:
         parts = [
             c.rjust(w) if h in RIGHT else c.ljust(w)
-            for c, w, h in zip(cells, widths, HEADER, strict=True)
+            for c, w, h in zip(cells, widths, header, strict=True)
         ]
         return "  ".join(parts).rstrip()
 
     rule = "-" * len(line(tuple("-" * w for w in widths)))
-    return "\n".join([line(HEADER), rule, *(line(c) for c in body), rule, line(total)])
+    return "\n".join([line(header), rule, *(line(c) for c in body), rule, line(total)])

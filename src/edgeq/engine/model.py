@@ -23,11 +23,22 @@ class TensorInfo:
 
 
 class Model:
-    """An imported, validated graph plus the reference backend that runs it."""
+    """An imported, validated graph plus the backend(s) that run it.
 
-    def __init__(self, graph: Graph, source: str | None = None) -> None:
+    ``backend``: ``"reference"`` (NumPy, the specification), ``"c"`` (generated C for the
+    host), ``"c:cortex-a72"`` (the aarch64 build under qemu), or a spec of rules such as
+    ``"default=c,Conv=reference"`` (op type or node name, first match wins; DESIGN §7).
+    The spec is parsed and every node assigned here, so a rule no backend can honour
+    fails at load time, naming the node.
+    """
+
+    def __init__(self, graph: Graph, source: str | None = None,
+                 backend: str = "reference") -> None:
         self.graph = graph
         self.source = source
+        self.backend = backend
+        self._assignment = _assign(graph, backend)
+        self._compiled: dict = {}
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -57,7 +68,52 @@ class Model:
                 f"unknown input(s) {sorted(unknown)}; the model takes {self.graph.inputs}"
             )
         feeds = {name: self._prepare(name, inputs.get(name)) for name in self.graph.inputs}
-        return run_graph(self.graph, feeds)
+        if set(self._assignment.values()) <= {"reference"}:
+            return run_graph(self.graph, feeds)
+        return self._run_segments(feeds)
+
+    def _run_segments(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run each maximal same-backend segment in order; C segments are compiled
+        (cached by content hash) once per batch size."""
+        from edgeq.engine.backends.c import compile_cached
+        from edgeq.engine.backends.reference.executor import run_graph
+        from edgeq.engine.backends.spec import partition
+
+        batch = int(np.shape(next(iter(feeds.values())))[0]) if feeds else 1
+        env = dict(feeds)
+        env.update({v.name: v.data for v in self.graph.constants()})  # constant outputs
+        for i, seg in enumerate(partition(self.graph, self._assignment)):
+            seg_feeds = {n: env[n] for n in seg.graph.inputs}
+            if seg.backend == "reference":
+                out = run_graph(seg.graph, seg_feeds)
+            else:
+                key = (i, batch)
+                if key not in self._compiled:
+                    target = seg.backend.partition(":")[2] or "host"
+                    self._annotate_inputs(seg.graph)
+                    self._compiled[key] = compile_cached(seg.graph, target, batch=batch)
+                out = self._compiled[key].run(seg_feeds)
+            env.update(out)
+        return {name: env[name] for name in self.graph.outputs}
+
+    def _annotate_inputs(self, seg: Graph) -> None:
+        """Give a C segment's un-annotated integer inputs (e.g. the accumulator of a
+        reference Conv) the range proven on the whole graph, so the segment's own range
+        proof can start from it."""
+        from edgeq.engine.passes.ranges import prove_ranges
+        from edgeq.numerics import IntRange
+
+        todo = [n for n in seg.inputs if seg.values[n].quant is None and seg.values[n].is_integer]
+        if not todo:
+            return
+        if "bounds" not in self.graph.meta:
+            self.graph.meta["bounds"] = prove_ranges(self.graph).meta["bounds"]
+        bounds = self.graph.meta["bounds"]
+        for name in todo:
+            producer = self.graph.producer(name)
+            nb = bounds.get(producer.name) if producer is not None else None
+            if nb is not None:
+                seg.values[name].quant = QuantInfo(IntRange.from_bounds(nb.acc_lo, nb.acc_hi))
 
     def _prepare(self, name: str, x) -> np.ndarray:
         if x is None:
@@ -103,8 +159,38 @@ def _as_integers(name: str, x: np.ndarray, quant: QuantInfo, dtype) -> np.ndarra
     return x.astype(dtype)
 
 
-def load(path: str | os.PathLike, input_range=None) -> Model:
-    """Import an ONNX file (float or QuantLab/DORY integer) and return a runnable Model."""
+def _assign(graph: Graph, backend: str) -> dict[str, str]:
+    """Node name -> backend name ("reference", "c", "c:cortex-a72") for a spec string."""
+    from edgeq.engine.backends.spec import BackendSpec, assign
+
+    spec = BackendSpec.parse(backend)
+    names = {b for _, b in spec.rules}
+    if names == {"reference"}:
+        return {n.name: "reference" for n in graph.nodes}
+    return assign(graph, spec, _supports(names))
+
+
+def _supports(names: set[str]) -> dict:
+    from edgeq.engine.backends.c import TARGETS, supports
+    from edgeq.engine.backends.reference import supported_ops
+    from edgeq.errors import BackendError
+
+    table = {}
+    for name in sorted(names):
+        if name == "reference":
+            ops = supported_ops()
+            table[name] = lambda g, n, ops=ops: n.op in ops
+        elif name == "c" or (name.startswith("c:") and name[2:] in TARGETS):
+            table[name] = supports
+        else:
+            raise BackendError(f"unknown backend '{name}': choose reference, c, "
+                               f"or c:TARGET with TARGET in {sorted(TARGETS)}")
+    return table
+
+
+def load(path: str | os.PathLike, input_range=None, backend: str = "reference") -> Model:
+    """Import an ONNX file (float or QuantLab/DORY integer) and return a runnable Model
+    whose ``run`` uses ``backend`` (see :class:`Model`)."""
     from edgeq.engine.onnx import import_onnx
 
-    return Model(import_onnx(path, input_range=input_range), str(path))
+    return Model(import_onnx(path, input_range=input_range), str(path), backend)

@@ -7,8 +7,9 @@ applied inside the kernel. Opset-aware kernels (``Softmax``) also take ``opset=`
 
 Every kernel's docstring states its rounding and overflow rule. In short: integer
 arithmetic (Conv, Gemm, MatMul, Add, Sub, Mul, sum pooling, ReduceSum, RequantShift,
-HarmonisedAdd) is exact in int64 and raises IntegerOverflowError instead of wrapping;
-float ops keep their float dtype and read integer inputs as float64 real values.
+HarmonisedAdd, the fused ``*Requant`` ops) is exact in int64 and raises
+IntegerOverflowError instead of wrapping; float ops keep their float dtype and read
+integer inputs as float64 real values.
 Kernels raise ValueError for attribute values they do not implement; the executor adds
 the node's name. They ignore only the QuantLab/DORY bit-width annotations
 (``_common.ANNOTATION_ATTRS``) and reject any other unknown attribute.
@@ -18,6 +19,7 @@ from edgeq.engine.backends.reference import (  # noqa: F401  (imported to regist
     activation,
     conv,
     elementwise,
+    fused,
     gemm,
     integer,
     norm,

@@ -1,0 +1,462 @@
+"""Compile an IR graph into a self-contained C99 project and build it.
+
+``compile_model(graph | path, out_dir, target, batch, threads)`` runs the passes
+(fusion, range proof) through :func:`run_passes` so the validator checks each, plans
+memory, writes ``model.h``/``model.c``/``weights.c``, the kernels used, the harness
+``main.c`` and a ``Makefile`` into a temporary directory next to ``out_dir``, builds
+``run_model`` there and renames the directory into place: a failure leaves nothing
+half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.engine.backends.c import generator as gen
+from edgeq.engine.ir import Graph
+from edgeq.errors import BuildError, ConfigError, OutputDirError, ShapeError
+
+KERNEL_FILES = ("eq_kernels.h", "eq_common.c", "eq_threads.c", "eq_requant.c", "eq_conv.c",
+                "eq_gemm.c", "eq_pool.c", "eq_misc.c")
+
+
+MAX_THREADS = 16  # EQ_MAX_THREADS in eq_kernels.h
+
+
+@dataclass(frozen=True)
+class Target:
+    """A compiler and its flags, plus how to run the binary on this machine."""
+
+    name: str
+    cc: str
+    cflags: str
+    ldflags: str
+    runner: tuple[str, ...] = ()
+
+
+TARGETS = {
+    "host": Target("host", "gcc", "-O3 -march=native", ""),
+    "cortex-a72": Target("cortex-a72", "aarch64-linux-gnu-gcc", "-O3 -mcpu=cortex-a72",
+                         "-static", ("qemu-aarch64", "-cpu", "cortex-a72")),
+}
+
+
+def target(name: str) -> Target:
+    if name not in TARGETS:
+        raise ConfigError(f"unknown target '{name}'; choose one of {sorted(TARGETS)}")
+    return TARGETS[name]
+
+
+def kernel_source(name: str) -> str:
+    return resources.files("edgeq.engine.backends.c").joinpath("kernels", name).read_text()
+
+
+def harness_source() -> str:
+    return resources.files("edgeq.engine.backends.c").joinpath("runtime", "run_model.c").read_text()
+
+
+def library_digest() -> str:
+    """Hash of the kernel library, the harness and the generator (cache key part)."""
+    h = hashlib.sha256()
+    for name in KERNEL_FILES:
+        h.update(kernel_source(name).encode())
+    h.update(harness_source().encode())
+    h.update(Path(gen.__file__).read_bytes())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------
+# passes
+# ---------------------------------------------------------------------------------
+def concretise(graph: Graph, batch: int) -> Graph:
+    """A copy with symbolic input dims set to ``batch`` and every shape made concrete."""
+    from edgeq.engine.passes.shapes import complete_shapes
+
+    if batch < 1:
+        raise ConfigError(f"batch must be >= 1, got {batch}")
+    g = graph.copy()
+    for name in g.inputs:
+        v = g.values[name]
+        if v.shape is None:
+            raise ShapeError(f"input '{name}' has no shape: the C backend needs one")
+        dims = tuple(d if isinstance(d, int) else batch for d in v.shape)
+        if dims and isinstance(v.shape[0], int) and v.shape[0] != batch and batch != 1:
+            raise ShapeError(f"input '{name}' has a fixed batch of {v.shape[0]}, not {batch}")
+        v.shape = dims
+    # Trial run with the concrete shapes: intermediate shapes become concrete too.
+    for v in g.values.values():
+        if not v.is_const and v.name not in g.inputs and v.shape is not None:
+            if any(not isinstance(d, int) for d in v.shape):
+                v.shape = None
+    return complete_shapes(g)
+
+
+def prepare_graph(graph: Graph, batch: int = 1) -> Graph:
+    """Concrete shapes, then fusion and the range proof, validated after each pass."""
+    from edgeq.engine.backends.reference import supported_ops
+    from edgeq.engine.passes import run_passes
+    from edgeq.engine.passes.fusion import fuse_clip, fuse_requant
+    from edgeq.engine.passes.ranges import prove_ranges
+
+    g = concretise(graph, batch)
+    return run_passes(g, [fuse_requant, fuse_clip, prove_ranges], known_ops=supported_ops())
+
+
+def plan(graph: Graph, batch: int = 1):
+    from edgeq.engine.passes.memory import plan_memory
+
+    # NCHW everywhere: a channel slice of a batch-1 Concat output is contiguous.
+    return plan_memory(graph, batch=batch, align=64, inplace=True, concat_views=True)
+
+
+# ---------------------------------------------------------------------------------
+# sources
+# ---------------------------------------------------------------------------------
+def _c_string(s: str) -> str:
+    safe = "".join(ch if ch.isprintable() and not ch.isspace() and ch not in '"\\' else "_"
+                   for ch in s)
+    return f'"{safe or "_"}"'
+
+
+def _io_tables(graph: Graph, em) -> list[str]:
+    """Per input/output tables: dtype, rank, shape, element count (+ input rule)."""
+    lines = []
+    for prefix, names in (("eq_in", graph.inputs), ("eq_out", graph.outputs)):
+        vals = [graph.values[n] for n in names]
+        shapes = [[int(d) for d in v.shape] for v in vals]
+        n = len(names)
+        rows = ", ".join("{" + (", ".join(map(str, s)) or "1") + "}" for s in shapes)
+        lines += [
+            f"const int {'eq_n_inputs' if prefix == 'eq_in' else 'eq_n_outputs'} = {n};",
+            f"const int {prefix}_dtype[{n}] = {{"
+            + ", ".join(gen.DTYPE_CODES[np.dtype(v.dtype)] for v in vals) + "};",
+            f"const int {prefix}_rank[{n}] = {{{', '.join(str(len(s)) for s in shapes)}}};",
+            f"const long {prefix}_shape[{n}][8] = {{{rows}}};",
+            f"const size_t {prefix}_numel[{n}] = {{"
+            + ", ".join(str(int(np.prod(s, dtype=np.int64))) for s in shapes) + "};",
+        ]
+        ptrs = ", ".join(f"(void *){em.ptr(nm)}" for nm in names)
+        fn = "eq_input" if prefix == "eq_in" else "eq_output"
+        lines.append(f"void *{fn}(int k) {{ static void *const p[{n}] = {{{ptrs}}}; "
+                     "return p[k]; }")
+    qs = [graph.values[n].quant for n in graph.inputs]
+    n = len(qs)
+
+    def eps(q):
+        return q.eps if q is not None and isinstance(q.eps, float) else 0.0
+
+    lines += [
+        f"const int eq_in_quantised[{n}] = {{{', '.join(str(int(q is not None)) for q in qs)}}};",
+        f"const double eq_in_eps[{n}] = {{{', '.join(repr(eps(q)) for q in qs)}}};",
+        f"const int64_t eq_in_lo[{n}] = {{"
+        + ", ".join(gen._c_int(q.range.lo if q else 0) for q in qs) + "};",
+        f"const int64_t eq_in_hi[{n}] = {{"
+        + ", ".join(gen._c_int(q.range.hi if q else 0) for q in qs) + "};",
+    ]
+    return lines
+
+
+MODEL_H = """/* Generated by edgeq: the model's interface (see model.c). */
+#ifndef EQ_MODEL_H
+#define EQ_MODEL_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* per input k < eq_n_inputs: dtype code, rank, shape, element count, input rule */
+extern const int eq_n_inputs, eq_n_outputs;
+extern const int eq_in_dtype[], eq_in_rank[], eq_in_quantised[];
+extern const long eq_in_shape[][8];
+extern const size_t eq_in_numel[];
+extern const double eq_in_eps[];
+extern const int64_t eq_in_lo[], eq_in_hi[];
+extern const int eq_out_dtype[], eq_out_rank[];
+extern const long eq_out_shape[][8];
+extern const size_t eq_out_numel[];
+extern const int eq_n_layers;
+extern const char *const eq_layer_names[];
+extern const char *const eq_layer_ops[];
+extern const size_t eq_arena_bytes;
+
+void *eq_input(int k);
+void *eq_output(int k);
+void eq_run(void);
+void eq_run_layer(int i);
+#endif
+"""
+
+
+def model_c(graph: Graph, em: gen._Emitter, arena_bytes: int) -> str:
+    lines = [
+        "/* Generated by edgeq: the call sequence of the model. Data is in weights.c,",
+        " * kernels in eq_*.c; one static arena holds every activation (memory plan). */",
+        "#include <math.h>",
+        "#include <stdint.h>",
+        "#include <string.h>",
+        '#include "eq_kernels.h"',
+        '#include "model.h"',
+        "",
+        *em.decls,
+        "",
+        f"const size_t eq_arena_bytes = {arena_bytes};",
+        f"static uint8_t arena[{max(arena_bytes, 1)}] __attribute__((aligned(64)));",
+    ]
+    ctypes = {"cols8": "uint8_t", "acc32": "int32_t", "pad8": "uint8_t", "acc64": "int64_t"}
+    for buf, ctype in ctypes.items():
+        n = em.scratch.get(buf, 0)
+        if n:
+            lines.append(f"static {ctype} s_{buf}[{n}] __attribute__((aligned(64)));")
+    lines += _io_tables(graph, em)
+    for i, (_, _, body) in enumerate(em.layers):
+        lines.append(f"static void layer_{i}(void) {{")
+        lines += [f"    {b}" for b in body]
+        lines.append("}")
+    n = len(em.layers)
+    names = ", ".join(_c_string(name) for name, _, _ in em.layers) or '""'
+    ops = ", ".join(_c_string(op) for _, op, _ in em.layers) or '""'
+    table = ", ".join(f"layer_{i}" for i in range(n)) or "0"
+    lines += [
+        f"const int eq_n_layers = {n};",
+        f"const char *const eq_layer_names[] = {{{names}}};",
+        f"const char *const eq_layer_ops[] = {{{ops}}};",
+        f"static void (*const layers[])(void) = {{{table}}};",
+        "void eq_run_layer(int i) { layers[i](); }",
+        "void eq_run(void) { for (int i = 0; i < eq_n_layers; i++) layers[i](); }",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def weights_c(em: gen._Emitter) -> str:
+    return ("/* Generated by edgeq: constant data (weights, biases, requantisation). */\n"
+            "#include <math.h>\n#include <stdint.h>\n\n" + "\n".join(em.weights) + "\n")
+
+
+def makefile(t: Target) -> str:
+    srcs = " ".join(["main.c", "model.c"] + [f for f in KERNEL_FILES if f.endswith(".c")])
+    return f"""# Generated by edgeq. `make` builds run_model with {t.cc} ({t.name}).
+CC = {t.cc}
+CFLAGS = -std=c99 {t.cflags} -DEQ_THREADS -pthread -Wall -Wextra -Werror
+LDFLAGS = {t.ldflags}
+SRCS = {srcs}
+
+run_model: $(SRCS) weights.o eq_kernels.h model.h
+\t$(CC) $(CFLAGS) -o $@ $(SRCS) weights.o $(LDFLAGS) -lm
+
+# data only: no optimisation needed, and large initialisers compile faster at -O0
+weights.o: weights.c
+\t$(CC) -std=c99 -O0 -Wall -Wextra -Werror -c -o $@ weights.c
+
+clean:
+\trm -f run_model weights.o
+"""
+
+
+def write_sources(graph: Graph, mplan, directory: Path, t: Target, threads: int = 1) -> None:
+    if not 1 <= len(graph.inputs) <= 64 or not 1 <= len(graph.outputs) <= 64:
+        raise ConfigError(f"graph '{graph.name}': the C backend takes 1 to 64 inputs and "
+                          f"outputs, this graph has {len(graph.inputs)} and {len(graph.outputs)}")
+    em = gen.emit(graph, mplan, graph.meta.get("bounds", {}), threads)
+    files = {
+        "model.h": MODEL_H,
+        "model.c": model_c(graph, em, int(mplan.arena_bytes)),
+        "weights.c": weights_c(em),
+        "main.c": harness_source(),
+        "Makefile": makefile(t),
+    }
+    for name in KERNEL_FILES:
+        files[name] = kernel_source(name)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+
+
+# ---------------------------------------------------------------------------------
+# build
+# ---------------------------------------------------------------------------------
+def build_commands(t: Target) -> list[list[str]]:
+    """The Makefile's two steps, run directly (no dependency on make)."""
+    srcs = ["main.c", "model.c"] + [f for f in KERNEL_FILES if f.endswith(".c")]
+    warn = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
+    return [
+        [t.cc, *warn, "-O0", "-c", "-o", "weights.o", "weights.c"],
+        [t.cc, *warn, *t.cflags.split(), "-DEQ_THREADS", "-pthread", "-o", "run_model", *srcs,
+         "weights.o", *t.ldflags.split(), "-lm"],
+    ]
+
+
+def build(directory: Path, t: Target) -> Path:
+    if shutil.which(t.cc) is None:
+        raise BuildError(f"compiler '{t.cc}' for target {t.name} not found on PATH "
+                         "(scripts/install-arm-toolchain.sh installs the cross toolchain)")
+    for cmd in build_commands(t):
+        proc = subprocess.run(cmd, cwd=directory, capture_output=True, text=True)
+        if proc.returncode != 0:
+            first = _first_error(proc.stderr + proc.stdout)
+            raise BuildError(f"build of {directory.name} failed: {first}")
+    return directory / "run_model"
+
+
+def _first_error(text: str) -> str:
+    for line in text.splitlines():
+        if "error" in line:
+            return line.strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[0].strip() if lines else "no compiler output"
+
+
+def _check_out_dir(out: Path, force: bool) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise OutputDirError(f"--out '{out}' exists and is not a directory")
+        if any(out.iterdir()) and not force:
+            raise OutputDirError(f"--out '{out}' is not empty (use --force to replace it)")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.exists():
+        raise OutputDirError(f"--out '{out}': parent directory '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputDirError(f"--out '{out}': directory '{parent}' is not writable")
+
+
+# ---------------------------------------------------------------------------------
+# the compiled model
+# ---------------------------------------------------------------------------------
+class CompiledModel:
+    """A built ``run_model`` plus what it was built from; ``run`` executes it."""
+
+    def __init__(self, graph: Graph, mplan, directory: Path, t: Target, batch: int) -> None:
+        self.graph = graph
+        self.plan = mplan
+        self.directory = Path(directory)
+        self.target = t
+        self.batch = batch
+
+    @property
+    def binary(self) -> Path:
+        return self.directory / "run_model"
+
+    @property
+    def arena_bytes(self) -> int:
+        return int(self.plan.arena_bytes)
+
+    def command(self, *args: str) -> list[str]:
+        return [*self.target.runner, str(self.binary), *args]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on ``feeds`` (input name -> array in the input's dtype, or float for a
+        quantised input with known ε); returns {output name: array}."""
+        with tempfile.TemporaryDirectory(prefix="edgeq-run-") as tmp:
+            ins = self._write_inputs(feeds, Path(tmp))
+            outs = [str(Path(tmp) / f"out{k}.npy") for k in range(len(self.graph.outputs))]
+            proc = subprocess.run(self.command(*ins, *outs), capture_output=True, text=True)
+            if proc.returncode != 0:
+                detail = proc.stderr.strip() or f"exit status {proc.returncode}"
+                raise BuildError(f"{self.binary}: {detail}")
+            return {name: np.load(p) for name, p in zip(self.graph.outputs, outs, strict=True)}
+
+    def _write_inputs(self, feeds: dict[str, np.ndarray], tmp: Path) -> list[str]:
+        paths = []
+        for k, name in enumerate(self.graph.inputs):
+            if name not in feeds:
+                raise ConfigError(f"input '{name}' was not supplied")
+            x = np.ascontiguousarray(feeds[name])
+            v = self.graph.values[name]
+            if tuple(x.shape) != tuple(v.shape):
+                raise ShapeError(f"input '{name}' has shape {list(x.shape)}, the compiled "
+                                 f"model expects {list(v.shape)}")
+            path = tmp / f"in{k}.npy"
+            np.save(path, x)
+            paths.append(str(path))
+        return paths
+
+    def latency(self, x, repeat: int = 20, per_layer: bool = False):
+        """(median ms, [(index, name, op, median_us)]) from ``run_model --repeat``;
+        ``x``: the input array, or a feeds dict for several inputs."""
+        feeds = x if isinstance(x, dict) else {self.graph.inputs[0]: x}
+        with tempfile.TemporaryDirectory(prefix="edgeq-run-") as tmp:
+            ins = self._write_inputs(feeds, Path(tmp))
+            outs = [str(Path(tmp) / f"out{k}.npy") for k in range(len(self.graph.outputs))]
+            args = [*ins, *outs, "--repeat", str(repeat)]
+            if per_layer:
+                args.append("--per-layer")
+            proc = subprocess.run(self.command(*args), capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise BuildError(f"{self.binary}: {proc.stderr.strip()}")
+        ms, layers = None, []
+        for line in proc.stdout.splitlines():
+            parts = line.split()
+            if parts and parts[0] == "latency_ms_median":
+                ms = float(parts[1])
+            elif parts and parts[0] == "layer":
+                layers.append((int(parts[1]), parts[2], parts[3], float(parts[4])))
+        return ms, layers
+
+
+def compile_graph(graph: Graph, out_dir, target_name: str = "host", batch: int = 1,
+                  threads: int = 1, force: bool = False) -> CompiledModel:
+    """Prepare, plan, write and build ``graph`` into ``out_dir`` (atomically)."""
+    if not 1 <= threads <= MAX_THREADS:
+        raise ConfigError(f"threads must be in [1, {MAX_THREADS}], got {threads}")
+    t = target(target_name)
+    out = Path(out_dir)
+    _check_out_dir(out, force)
+    g = prepare_graph(graph, batch)
+    mplan = plan(g, batch)
+    parent = out.parent if str(out.parent) else Path(".")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        write_sources(g, mplan, tmp, t, threads)
+        build(tmp, t)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return CompiledModel(g, mplan, out, t, batch)
+
+
+def compile_model(model, out_dir, target: str = "host", batch: int = 1, threads: int = 1,
+                  force: bool = False) -> CompiledModel:
+    """``model``: an IR Graph, or a path to an ONNX file (imported as ``edgeq.engine.load``)."""
+    if not isinstance(model, Graph):
+        from edgeq.engine.onnx import import_onnx
+
+        model = import_onnx(model)
+    return compile_graph(model, out_dir, target, batch, threads, force)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edgeq"
+
+
+def graph_digest(graph: Graph) -> str:
+    """A content hash of a graph: structure, attributes, shapes, dtypes and constants."""
+    h = hashlib.sha256()
+    h.update(graph.dump().encode())
+    for v in sorted(graph.constants(), key=lambda v: v.name):
+        h.update(v.name.encode())
+        h.update(np.ascontiguousarray(v.data).tobytes())
+    return h.hexdigest()
+
+
+def compile_cached(graph: Graph, target_name: str = "host", batch: int = 1,
+                   threads: int = 1) -> CompiledModel:
+    """compile_graph into the user cache dir, keyed by content hash; reuses a built one."""
+    key = hashlib.sha256(
+        f"{graph_digest(graph)}|{target_name}|{batch}|{threads}|{library_digest()}".encode()
+    ).hexdigest()[:24]
+    out = cache_dir() / key
+    if (out / "run_model").exists():
+        g = prepare_graph(graph, batch)
+        return CompiledModel(g, plan(g, batch), out, target(target_name), batch)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return compile_graph(graph, out, target_name, batch, threads, force=True)
