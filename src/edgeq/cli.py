@@ -173,10 +173,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def _run_pipeline(config, args: argparse.Namespace) -> int:
     from edgeq.lab.pipeline import format_table, run_pipeline
+    from edgeq.lab.tasks import make_task
 
     out = getattr(args, "out", None) or config.output_dir
     summary = run_pipeline(config, force=args.force, progress=not args.quiet, out_dir=out)
-    print(format_table(summary))
+    print(format_table(summary, make_task(config)))
     print(f"\nwrote {out}/ (summary.json, table.txt, fidelity.txt, ONNX files)")
     return 0
 
