@@ -55,3 +55,7 @@ class ValidationError(EdgeqError):
 
 class InputFileError(EdgeqError):
     """An input tensor file (.npy or QuantLab/DORY text vector) that cannot be read."""
+
+
+class DatasetFileError(EdgeqError):
+    """A dataset or image file (.mat, .pkl, .pts, list, image) that is missing or malformed."""
