@@ -68,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--split", choices=("train", "val", "test"), default="test")
     report.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
     report.set_defaults(func=cmd_f2t_report)
+
+    marks = sub.add_parser("landmarks", help="68 facial landmarks of a face image (3DDFA app)")
+    marks.add_argument("model", metavar="MODEL.onnx", help="a 62-parameter 3DDFA network; "
+                       "its whitening.json must sit beside it (or give --whitening)")
+    marks.add_argument("image", metavar="IMAGE")
+    marks.add_argument("--box", metavar="X0,Y0,X1,Y1",
+                       help="face detector box (3DDFA's ROI rule); default: whole image")
+    marks.add_argument("--backend", choices=("reference",), default="reference")
+    marks.add_argument("--whitening", metavar="WHITENING.json")
+    marks.add_argument("--out", required=True, metavar="ANNOTATED.png")
+    marks.set_defaults(func=cmd_landmarks)
     return parser
 
 
@@ -194,6 +205,15 @@ def cmd_f2t_report(args: argparse.Namespace) -> int:
         text = (json.dumps(report.to_json(), indent=2) + "\n").encode()
         write_atomic(args.json, lambda f: f.write(text))
         print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_landmarks(args: argparse.Namespace) -> int:
+    from edgeq.apps.landmarks import run_cli
+
+    run_cli(args.model, args.image, args.out, box=args.box, backend=args.backend,
+            whitening=args.whitening)
+    print(f"wrote {args.out} (68 landmarks)")
     return 0
 
 
