@@ -255,25 +255,25 @@ _DEPTH_OFFSET = 4096.0
 def _zbuffer(col, row, depth, front, k: int, size: int) -> np.ndarray:
     """Nearest point per pixel: each point's code = quantised depth << 24 | point index;
     ``np.maximum.at`` keeps the largest code (nearest point) per pixel. Back-facing
-    points are dropped first."""
+    points are dropped first; the buffer has a k-pixel margin on every side into which
+    off-image points are clamped (and which is cut off), so no per-splat bounds checks."""
     B, n = col.shape
     if B * n > _IDX_MASK:
         raise ValueError("render batch too large for the z-buffer code")
     sel = np.flatnonzero(front)
-    base_c = np.floor(col.ravel()[sel] - (k - 1) / 2 + 0.5).astype(np.int64)
-    base_r = np.floor(row.ravel()[sel] - (k - 1) / 2 + 0.5).astype(np.int64)
+    side = size + 2 * k
+    half = (k - 1) / 2 - 0.5 - k  # floor(x - (k-1)/2 + 0.5) + k, as floor(x - half)
+    c = np.clip(np.floor(col.ravel()[sel] - half), 0, side - k).astype(np.int64)
+    r = np.clip(np.floor(row.ravel()[sel] - half), 0, side - k).astype(np.int64)
     dq = np.rint((depth.ravel()[sel] + _DEPTH_OFFSET) * _DEPTH_STEPS).astype(np.int64)
     code = (np.clip(dq, 0, 2**36) << _IDX_BITS) | sel
-    img_off = (sel // n) * (size * size)
-    zbuf = np.full(B * size * size, -1, np.int64)
+    base = (sel // n) * (side * side) + r * side + c
+    del c, r, dq
+    zbuf = np.full(B * side * side, -1, np.int64)
     for dr in range(k):
-        r = base_r + dr
-        r_ok = (r >= 0) & (r < size)
         for dc in range(k):
-            c = base_c + dc
-            ok = r_ok & (c >= 0) & (c < size)
-            np.maximum.at(zbuf, (img_off + r * size + c)[ok], code[ok])
-    return zbuf
+            np.maximum.at(zbuf, base + (dr * side + dc), code)
+    return zbuf.reshape(B, side, side)[:, k:k + size, k:k + size].reshape(-1)
 
 
 def _shade(cloud: PointCloud, rot: np.ndarray, winner: np.ndarray, B: int,
@@ -285,32 +285,38 @@ def _shade(cloud: PointCloud, rot: np.ndarray, winner: np.ndarray, B: int,
     light = rng.normal(0, 1, (B, 3)) * [0.6, 0.6, 0.3] + [0, 0.2, 1.0]
     light /= np.linalg.norm(light, axis=1, keepdims=True)
     ambient = rng.uniform(0.25, 0.5, B)
-    n_pts = len(cloud.albedo_class)
-    b, p = np.divmod(winner, n_pts)
-    cls = cloud.albedo_class[p]
-    albedo = ALBEDO[cls] * np.where((cls == SKIN)[:, None], skin[b], 1.0)
-    # n' = R n; n' . l = n . (R^T l)
-    l_model = np.einsum("bji,bj->bi", rot, light)  # [B, 3]
-    lambert = np.clip((cloud.normals[p] * l_model[b]).sum(1), 0, None)
-    amb = ambient[b]
-    return (albedo * (amb + (1 - amb) * lambert)[:, None] * 255).astype(np.float32)
+    n_pts, n_cls = len(cloud.albedo_class), len(ALBEDO)
+    # per-image colour table of the albedo classes (skin tinted), and Lambert of every
+    # point of every image as one GEMM: n' . l = n . (R^T l)
+    table = np.broadcast_to(ALBEDO, (B, n_cls, 3)).copy()
+    table[:, SKIN] *= skin
+    l_model = np.einsum("bji,bj->bi", rot, light).astype(np.float32)  # [B, 3]
+    lambert = np.maximum(l_model @ cloud.normals.T, 0).reshape(-1)  # [B * P]
+    b = winner // n_pts
+    shade = ambient[b] + (1 - ambient[b]) * lambert[winner]
+    colour = table.reshape(-1, 3)[b * n_cls + cloud.albedo_class[winner - b * n_pts]]
+    return (colour * (shade * 255)[:, None]).astype(np.float32)
 
 
 def _backgrounds(B: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Linear gradients between two random colours plus blocky random noise."""
-    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
+    """Linear gradients between two random colours plus blocky random noise, float32
+    ``[B, S, S, 3]``."""
     ang = rng.uniform(0, 2 * np.pi, B)
-    ramp = (np.cos(ang)[:, None, None] * xx + np.sin(ang)[:, None, None] * yy)
-    ramp = (ramp - ramp.min((1, 2), keepdims=True)) / (np.ptp(ramp, (1, 2), keepdims=True)
-                                                       + 1e-9)
-    c0, c1 = rng.uniform(0, 255, (2, B, 1, 1, 3))
-    bg = c0 + (c1 - c0) * ramp[..., None]
+    cos, sin = np.cos(ang), np.sin(ang)
+    lo = np.minimum(cos, 0) + np.minimum(sin, 0)  # the ramp's extremes over the unit square
+    hi = np.maximum(cos, 0) + np.maximum(sin, 0)
+    t = (np.arange(size) / (size - 1)).astype(np.float32)
+    ramp = (cos[:, None, None] * t[None, None, :] + sin[:, None, None] * t[None, :, None]
+            - lo[:, None, None]) / (hi - lo)[:, None, None]
+    c0, c1 = rng.uniform(0, 255, (2, B, 1, 1, 3)).astype(np.float32)
     cells = rng.integers(3, 12, B)
-    noise = rng.normal(0, 1, (B, 12, 12, 3)).astype(np.float32)
-    amp = rng.uniform(0, 60, (B, 1, 1, 1)).astype(np.float32)
+    noise = rng.standard_normal((B, 12, 12, 3), dtype=np.float32)
+    noise *= rng.uniform(0, 60, (B, 1, 1, 1)).astype(np.float32)
     idx = (np.arange(size)[None, :] * cells[:, None]) // size  # [B, S] nearest upsampling
-    blocks = noise[np.arange(B)[:, None, None], idx[:, :, None], idx[:, None, :]]
-    out = (bg + amp * blocks).astype(np.float32)
+    rows = np.take_along_axis(noise, idx[:, :, None, None], axis=1)  # [B, S, 12, 3]
+    out = np.take_along_axis(rows, idx[:, None, :, None], axis=2)  # [B, S, S, 3]
+    out += c0
+    out += (c1 - c0) * ramp.astype(np.float32)[..., None]
     return out
 
 
@@ -335,16 +341,20 @@ def _occlude(img: np.ndarray, col: np.ndarray, row: np.ndarray, rng: np.random.G
 
 
 def _photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Blur (40% of images), contrast and brightness changes, Gaussian noise; in place."""
     B = len(img)
-    blur = rng.random(B) < 0.4
-    if blur.any():
+    blur = np.flatnonzero(rng.random(B) < 0.4)
+    if len(blur):
         b = img[blur]
         img[blur] = (4 * b + np.roll(b, 1, 1) + np.roll(b, -1, 1) + np.roll(b, 1, 2)
                      + np.roll(b, -1, 2)) / 8
-    gain = rng.uniform(0.7, 1.3, (B, 1, 1, 1))
-    bias = rng.uniform(-25, 25, (B, 1, 1, 1))
-    mean = img.mean((1, 2, 3), keepdims=True)
-    img = (img - mean) * gain + mean + bias
-    sigma = rng.uniform(0, 8, (B, 1, 1, 1))
-    return img + sigma * rng.standard_normal(img.shape, dtype=np.float32)
-
+    gain = rng.uniform(0.7, 1.3, (B, 1, 1, 1)).astype(np.float32)
+    bias = rng.uniform(-25, 25, (B, 1, 1, 1)).astype(np.float32)
+    mean = img.mean((1, 2, 3), keepdims=True, dtype=np.float32)
+    img -= mean
+    img *= gain
+    img += mean + bias
+    noise = rng.standard_normal(img.shape, dtype=np.float32)
+    noise *= rng.uniform(0, 8, (B, 1, 1, 1)).astype(np.float32)
+    img += noise
+    return img
