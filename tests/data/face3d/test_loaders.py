@@ -215,3 +215,53 @@ def test_read_image(tmp_path):
         read_image(tmp_path / "b.png")
     with pytest.raises(DatasetFileError, match="c.jpg"):
         read_image(tmp_path / "c.jpg")
+
+
+def test_load_faces_crops_real_annotated_images(tmp_path):
+    from PIL import Image
+
+    from edgeq.data.face3d import nme
+    from edgeq.data.face3d.loaders import load_faces
+
+    img = RNG.integers(0, 256, (450, 450, 3)).astype(np.uint8)
+    for name, yaw in (("image00002", 20.0), ("image00004", -75.0)):
+        Image.fromarray(img).save(tmp_path / f"{name}.png")
+        savemat(tmp_path / f"{name}.mat", {
+            "pt3d_68": np.concatenate([PTS, np.zeros((1, 68))]),
+            "pt2d": np.zeros((2, 21)), "Pose_Para": pose_para(0, yaw, 0),
+            "Shape_Para": np.zeros((199, 1)), "Exp_Para": np.zeros((29, 1))})
+    faces = load_faces(sorted(tmp_path.glob("*.png")), size=60)
+    assert faces.images.shape == (2, 3, 60, 60) and np.all(np.isnan(faces.params))
+    np.testing.assert_allclose(faces.yaw, [20, -75], atol=1e-4)
+    # the landmarks in the crop: ROI side sqrt(2) * max(w, h), rounded, maps to 60 px
+    x0, y0, x1, y1 = np.rint(roi_from_landmarks(PTS))
+    np.testing.assert_allclose(faces.landmarks[0, 0], (PTS[0] - x0) * 60 / (x1 - x0),
+                               atol=1e-3)
+    # the crop shows the image at the ROI: pixel (row 30, col 30) of the crop lies at
+    # image (y0 + 30.5 * side / 60 - 0.5, ...) - check one crop pixel by bilinear hand
+    side = x1 - x0
+    xs, ys = x0 + 30.5 * side / 60 - 0.5, y0 + 30.5 * side / 60 - 0.5
+    ix, iy = int(np.floor(xs)), int(np.floor(ys))
+    fx, fy = xs - ix, ys - iy
+    patch = img[iy:iy + 2, ix:ix + 2, 0].astype(float)
+    expect = (patch[0, 0] * (1 - fx) * (1 - fy) + patch[0, 1] * fx * (1 - fy)
+              + patch[1, 0] * (1 - fx) * fy + patch[1, 1] * fx * fy)
+    assert abs(int(faces.images[0, 0, 30, 30]) - expect) <= 1
+    assert nme(faces.landmarks, faces.landmarks, faces.boxes).max() == 0
+    (tmp_path / "image00004.mat").unlink()
+    with pytest.raises(DatasetFileError, match="image00004.mat"):
+        load_faces(sorted(tmp_path.glob("*.png")), size=60)
+
+
+def test_load_faces_pts(tmp_path):
+    from PIL import Image
+
+    from edgeq.data.face3d.loaders import load_faces
+
+    Image.fromarray(np.zeros((500, 500, 3), np.uint8)).save(tmp_path / "takeo.png")
+    (tmp_path / "takeo.pts").write_text(PTS_TEXT)
+    faces = load_faces([tmp_path / "takeo.png"], size=64, annotation="pts")
+    assert len(faces) == 1 and np.isnan(faces.yaw[0])
+    w = faces.boxes[0, 2] - faces.boxes[0, 0]
+    h = faces.boxes[0, 3] - faces.boxes[0, 1]
+    assert max(w, h) == pytest.approx(64 / np.sqrt(2), rel=0.02)

@@ -255,3 +255,42 @@ def read_image(path: PathLike) -> np.ndarray:
         raise DatasetFileError(f"'{path}': no such image file") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DatasetFileError(f"'{path}': cannot read image ({e})") from None
+
+
+# -------------------------------------------------------------------- real faces -> FaceSet
+
+ANNOTATIONS = ("aflw2000", "300wlp", "pts")
+
+
+def load_faces(image_paths, size: int = 120, annotation: str = "aflw2000"):
+    """Real annotated images -> a :class:`~edgeq.data.face3d.FaceSet` of ROI crops.
+
+    Each image's annotation sits beside it with the same stem: ``.mat`` for
+    ``aflw2000``/``300wlp``, ``.pts`` for ``pts``. The ROI comes from the landmarks
+    (3DDFA's rule, as in its AFLW2000-3D benchmark crops); landmarks and NME boxes are in
+    crop pixels (NME is scale-invariant, so this matches 3DDFA's image-space figure up to
+    the ROI rounding). ``params`` are NaN (the BFM coefficients of these datasets are not
+    3DDFA's 62 parameters); ``yaw`` is NaN for ``.pts`` (no pose)."""
+    from edgeq.data.face3d.generate import FaceSet, landmark_boxes
+
+    if annotation not in ANNOTATIONS:
+        raise ConfigError(f"unknown annotation '{annotation}' (one of {', '.join(ANNOTATIONS)})")
+    images, marks, yaws = [], [], []
+    for path in map(Path, image_paths):
+        if annotation == "pts":
+            pts, yaw = read_pts(path.with_suffix(".pts")), float("nan")
+        else:
+            reader = load_aflw2000_mat if annotation == "aflw2000" else load_300wlp_mat
+            face = reader(path.with_suffix(".mat"))
+            pts, yaw = face.landmarks, face.yaw
+        if pts.shape != (2, 68):
+            raise DatasetFileError(f"'{path}': annotation has {pts.shape[1]} points, not 68")
+        roi = roi_from_landmarks(pts)
+        images.append(crop_roi(read_image(path), roi, size).transpose(2, 0, 1))
+        marks.append(landmarks_to_crop(pts, roi, size))
+        yaws.append(yaw)
+    n = len(images)
+    lm = np.stack(marks) if n else np.zeros((0, 2, 68), np.float32)
+    return FaceSet(np.stack(images) if n else np.zeros((0, 3, size, size), np.uint8),
+                   np.full((n, N_PARAMS), np.nan, np.float32), lm, landmark_boxes(lm),
+                   np.asarray(yaws, np.float32))
