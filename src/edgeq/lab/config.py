@@ -172,7 +172,7 @@ class PipelineConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     policy: dict = field(default_factory=lambda: {"uniform": {"bits": 8, "algorithm": "pact"}})
-    input: InputConfig = field(default_factory=InputConfig)
+    input: InputConfig | None = None  # None: the task's input range
     training: TrainingConfig = field(default_factory=TrainingConfig)
     seeds: tuple[int, ...] = (0,)
     output_dir: str = "edgeq-out"
@@ -195,6 +195,8 @@ class PipelineConfig:
         if self.model.name is None:
             object.__setattr__(self, "model", ModelConfig(task.default_model, self.model.width,
                                                           self.model.input_size))
+        if self.input is None:
+            object.__setattr__(self, "input", InputConfig(**task.default_input))
         if self.model.name not in task.models:
             raise ConfigError(f"model.name: {self.model.name!r} cannot do task "
                               f"{self.task.name!r}; use one of {list(task.models)}")
@@ -246,6 +248,13 @@ class PipelineConfig:
         for key, value in data.items():
             if key == "task":
                 kwargs[key] = TaskConfig.from_json(value)
+            elif key == "input":  # omitted input keys: the task's, then InputConfig's
+                from edgeq.lab.tasks import task_class
+
+                name = data.get("task", {}).get("name", "digits") if isinstance(
+                    data.get("task"), dict) else "digits"
+                defaults = task_class(name).default_input if name in _task_names() else {}
+                kwargs[key] = InputConfig(**{**defaults, **_keys(key, value, InputConfig)})
             elif key in parts:
                 kwargs[key] = parts[key](**_keys(key, value, parts[key]))
             else:
@@ -265,6 +274,12 @@ class PipelineConfig:
             return cls.from_json(data)
         except ConfigError as exc:
             raise ConfigError(f"{p}: {exc}") from None
+
+
+def _task_names() -> tuple[str, ...]:
+    from edgeq.lab.tasks import TASKS
+
+    return TASKS
 
 
 def _legacy_dataset(data: dict) -> dict:

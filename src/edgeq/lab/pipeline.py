@@ -48,7 +48,9 @@ class SeedResult:
     int_peak_activation_bytes: int  # the largest single node output, per sample
     seconds: float
     stage_seconds: dict = field(default_factory=dict)
+    stage_cpu_seconds: dict = field(default_factory=dict)
     fidelity: dict = field(default_factory=dict)
+    artefacts: list = field(default_factory=list)  # task files written beside the models
 
 
 def build_model(config: PipelineConfig) -> torch.nn.Module:
@@ -90,18 +92,19 @@ class _Clock:
     """Seconds per stage, and a progress bar over the stages of one seed."""
 
     def __init__(self, seed: int, progress: bool) -> None:
-        self.bar = tqdm(total=6, desc=f"seed {seed}", disable=not progress, leave=False,
+        self.bar = tqdm(total=7, desc=f"seed {seed}", disable=not progress, leave=False,
                         unit="stage")
         self.times: dict[str, float] = {}
-        self.t = time.perf_counter()
+        self.cpu: dict[str, float] = {}  # CPU seconds (all threads): load-independent
+        self.t, self.c = time.perf_counter(), time.process_time()
 
     def stage(self, name: str) -> None:
         self.bar.set_postfix_str(name)
 
     def done(self, name: str) -> None:
-        now = time.perf_counter()
-        self.times[name] = round(now - self.t, 2)
-        self.t = now
+        now, cpu = time.perf_counter(), time.process_time()
+        self.times[name], self.cpu[name] = round(now - self.t, 2), round(cpu - self.c, 2)
+        self.t, self.c = now, cpu
         self.bar.update(1)
 
     def close(self) -> None:
@@ -169,19 +172,21 @@ def run_seed(config: PipelineConfig, seed: int, out: Path, progress: bool = True
     record("dory", dory_out)
     clock.done("dory")
 
+    clock.stage("fidelity report")
     labels = task.split("test").targets if task.classification else None
     report = fidelity_report(fq, tq, (x_test, labels))
     (out / "fidelity.txt").write_text(report.format() + "\n")
     torch.save(fq.state_dict(), out / FQ_STATE)
-    task.write_artefacts(out, outputs)
+    artefacts = task.write_artefacts(out, outputs)
     act_total, act_peak = activation_bytes(graph)
+    clock.done("report")
     clock.close()
     return SeedResult(
         seed=seed, metrics=metrics, bit_exact=bit_exact, dory_bit_exact=dory_exact,
         fp_weight_bytes=fp_weight_bytes(model), int_weight_bytes=int_weight_bytes(graph),
         int_activation_bytes=act_total, int_peak_activation_bytes=act_peak,
-        seconds=time.perf_counter() - start, stage_seconds=clock.times,
-        fidelity=report.to_json(),
+        seconds=time.perf_counter() - start, stage_seconds=clock.times, stage_cpu_seconds=clock.cpu,
+        fidelity=report.to_json(), artefacts=artefacts,
     )
 
 
@@ -306,6 +311,7 @@ def summarise(results: list[SeedResult], task: Task) -> dict:
     for key in ("fp_weight_bytes", "int_weight_bytes", "int_activation_bytes",
                 "int_peak_activation_bytes"):
         summary[key] = getattr(results[0], key)
+    summary["artefacts"] = results[0].artefacts
     summary["seeds"] = [asdict(r) for r in results]
     return summary
 

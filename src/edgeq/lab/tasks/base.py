@@ -56,6 +56,7 @@ class Task:
     classification: ClassVar[bool] = False  # fidelity reports count top-1 on labels
     threads: ClassVar[int | None] = 1  # torch threads while the pipeline runs (None: keep)
     output_name: ClassVar[str] = "output"  # of the exported ONNX files
+    default_input: ClassVar[dict] = {}  # InputConfig keys the task's input rule needs
 
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
