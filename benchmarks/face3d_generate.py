@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=str(RESULTS), metavar="OUT.json")
     args = ap.parse_args(argv)
     mm = MorphableModel.synthetic()
-    plan = [(64, 64), (120, 32)] if args.quick else [(64, 2048), (120, 512)]
+    plan = [(64, 32), (120, 16)] if args.quick else [(64, 2048), (120, 512)]
     repeats = 1 if args.quick else args.repeats
     rows = [measure(size, n, repeats, mm) for size, n in plan]
     print(f"{'size':>5} {'n':>6} {'generate img/s':>15} {'ms/img':>7} "

@@ -42,11 +42,11 @@ def test_shapes_and_dtypes(faces):
 
 
 def test_deterministic_and_independent_of_n(mm, faces):
-    again = generate(300, size=64, seed=3, mm=mm, progress=False)
-    assert np.array_equal(again.images, faces.images)
-    assert np.array_equal(again.params, faces.params)
+    # chunks of 256 are seeded by (seed, chunk): the same seed gives the same first chunk
+    # whatever n, bit for bit; another seed gives other faces
     first = generate(256, size=64, seed=3, mm=mm, progress=False)
     assert np.array_equal(first.images, faces.images[:256])
+    assert np.array_equal(first.params, faces.params[:256])
     other = generate(4, size=64, seed=4, mm=mm, progress=False)
     assert not np.array_equal(other.images, faces.images[:4])
 
@@ -95,16 +95,16 @@ def test_self_occlusion_hides_the_far_jaw(mm):
     # At |yaw| ~ 80 deg, the far half of the jaw contour (17 points, 0-16) lies behind the
     # head: the z-buffer holds a nearer surface at its pixel. The near half is visible.
     rng = np.random.default_rng(0)
-    faces, depth = generate_chunk(64, 120, rng, mm, return_depth=True)
+    faces, depth = generate_chunk(48, 64, rng, mm, return_depth=True)
     from edgeq.data.face3d.model import reconstruct_vertices
 
     v = reconstruct_vertices(faces.params.astype(np.float64), mm)  # [N,3,68], z = depth
     lm = faces.landmarks
     hidden_far, hidden_near, n = 0, 0, 0
     for i in np.flatnonzero(np.abs(faces.yaw) > 70):
-        cols = np.clip(np.rint(lm[i, 0]).astype(int), 0, 119)
-        rows = np.clip(np.rint(lm[i, 1]).astype(int), 0, 119)
-        hidden = depth[i, rows, cols] > v[i, 2] + 3.0  # something 3 px nearer covers it
+        cols = np.clip(np.rint(lm[i, 0]).astype(int), 0, 63)
+        rows = np.clip(np.rint(lm[i, 1]).astype(int), 0, 63)
+        hidden = depth[i, rows, cols] > v[i, 2] + 3.0  # a surface 3 units nearer covers it
         jaw_z = v[i, 2, :17]
         far = np.argsort(jaw_z)[:5]  # the five deepest jaw points
         near = np.argsort(jaw_z)[-5:]
