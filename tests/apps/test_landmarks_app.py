@@ -184,3 +184,39 @@ def test_app_imports_no_torch(setup, tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "TORCH:"
+
+
+class _IntModel:
+    """Stands in for an integer model: returns fixed int64 codes."""
+
+    def __init__(self, codes, meta=None):
+        self.codes, self.source = codes, "int.onnx"
+        self.graph = type("G", (), {"meta": meta or {}})()
+
+    def run(self, feeds):
+        return {"y": self.codes}
+
+
+def test_integer_output_is_dequantised_or_refused(setup):
+    from edgeq.engine import TensorInfo
+    from edgeq.engine.ir import QuantInfo
+    from edgeq.errors import ModelFileError
+    from edgeq.numerics import IntRange
+
+    d, _, _, _ = setup
+    app = LandmarkApp(d / "const.onnx")
+    x = np.zeros((1, 3, S, S), np.float32)
+    codes = np.arange(-31, 31, dtype=np.int64).reshape(1, 62)
+    app.input = TensorInfo("x", (1, 3, S, S), np.dtype(np.float32), None)
+    rng = IntRange(256, -128, 1)
+    app.output = TensorInfo("y", (1, 62), np.dtype(np.int64), QuantInfo(rng, 0.25))
+    app.model = _IntModel(codes)
+    np.testing.assert_array_equal(app.run_network(x), codes[0] * 0.25)
+    # an accumulator output: no QuantInfo, its eps in graph.meta (per channel here)
+    app.output = TensorInfo("y", (1, 62), np.dtype(np.int64), None)
+    per_channel = [0.5] * 31 + [0.125] * 31
+    app.model = _IntModel(codes, {"eps": {"y": per_channel}})
+    np.testing.assert_array_equal(app.run_network(x), codes[0] * np.array(per_channel))
+    app.model = _IntModel(codes)
+    with pytest.raises(ModelFileError, match="int.onnx.*'y' carries no eps"):
+        app.run_network(x)

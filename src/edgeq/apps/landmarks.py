@@ -70,19 +70,31 @@ class LandmarkApp:
         return normalise_images(crop.transpose(2, 0, 1)[None]), roi
 
     def run_network(self, x: np.ndarray) -> np.ndarray:
-        """The network's 62 outputs, dequantised when the model's output is integer."""
-        out = np.asarray(self.model.run({self.input.name: x})[self.output.name], np.float64)
-        quant = self.output.quant
-        if quant is not None:
-            eps = quant.eps_array(out.ndim)
-            if eps is None:
-                raise ModelFileError(f"model '{self.model.source}': output "
-                                     f"'{self.output.name}' is integer but carries no eps")
-            out = out * eps
+        """The network's 62 outputs, dequantised (``eps * y``) when the model's output is
+        integer: its ε comes from the output's QuantInfo or the graph's ``meta["eps"]``
+        (the F2T convention for accumulators, which have no IntRange)."""
+        out = np.asarray(self.model.run({self.input.name: x})[self.output.name])
+        if np.issubdtype(out.dtype, np.integer):
+            out = out.astype(np.float64) * self._output_eps(out.ndim)
+        out = np.asarray(out, np.float64)
         if out.size != 62:
             raise ModelFileError(f"model '{self.model.source}': output '{self.output.name}' "
                                  f"has {out.size} values, a 3DDFA network gives 62")
         return out.reshape(62)
+
+    def _output_eps(self, ndim: int) -> np.ndarray:
+        quant = self.output.quant
+        eps = quant.eps_array(ndim) if quant is not None else None
+        if eps is None:
+            meta = getattr(self.model.graph, "meta", {}).get("eps", {}).get(self.output.name)
+            eps = None if meta is None else np.asarray(meta, np.float64).reshape(
+                (1, -1) if np.ndim(meta) else ())
+        if eps is None:
+            raise ModelFileError(
+                f"model '{self.model.source}': integer output '{self.output.name}' carries "
+                "no eps (scale), so its 62 parameters cannot be recovered; use the float "
+                "(FP/FQ) export or a file that records the output scale")
+        return eps
 
     def postprocess(self, outputs: np.ndarray, roi=None) -> np.ndarray:
         """De-whiten the 62 outputs and reconstruct the 68 landmarks ``[2,68]``: crop
