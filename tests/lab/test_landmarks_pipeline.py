@@ -11,6 +11,7 @@ import pytest
 
 from edgeq.cli import main
 from edgeq.engine import load
+from edgeq.lab import pipeline
 from edgeq.lab.tasks import landmarks
 
 SUMMARY_KEYS = ("fp_nme", "fq_nme", "tq_nme", "engine_nme", "baseline_mean_nme",
@@ -27,6 +28,8 @@ def demo_run(tmp_path_factory):
         mp.setattr(landmarks, "DEMO_MODEL", {"width": 0.25, "input_size": 32})
         mp.setattr(landmarks, "DEMO_TRAINING", {"fp_epochs": 1, "qat_epochs": 1,
                                                 "schedule": "onecycle"})
+        # stands in for the C backend: the hook's plumbing, not a C program
+        mp.setattr(pipeline, "deployed_outputs", pipeline.engine_outputs)
         code = main(["demo", "--task", "landmarks", "--out", str(out), "--quiet"])
     assert code == 0
     return out, json.loads((out / "summary.json").read_text())
@@ -42,6 +45,7 @@ def test_summary_has_every_key_with_sane_values(demo_run, capsys):
         assert 0 < summary[f"{stage}_nme"] < 100
     assert summary["bit_exact"] is True and summary["dory_bit_exact"] is True
     assert summary["engine_nme"] == summary["tq_nme"]  # same integers -> same NME
+    assert summary["deployed_nme"] == summary["tq_nme"] and summary["deployed_bit_exact"]
     assert summary["int_weight_bytes"] < summary["fp_weight_bytes"] / 3  # 8-bit weights
     assert summary["baseline_oracle_pose_nme"] < summary["baseline_mean_nme"]
     assert summary["metric"] == "nme" and summary["higher_is_better"] is False

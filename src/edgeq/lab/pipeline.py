@@ -167,6 +167,11 @@ def run_seed(config: PipelineConfig, seed: int, out: Path, progress: bool = True
     bit_exact = bool(np.array_equal(eng_out, tq_out.numpy()))
     clock.done("engine")
 
+    deployed = deployed_outputs(out / "model_tq.onnx", x_test.numpy())
+    if deployed is not None:  # the C backend, once it exists (see deployed_outputs)
+        record("deployed", tq.dequantise(torch.from_numpy(deployed)))
+        metrics["deployed_bit_exact"] = bool(np.array_equal(deployed, tq_out.numpy()))
+
     clock.stage("DORY file")
     dory_out, dory_exact = _dory_variant(fq, x_test, out / "model_tq_dory.onnx")
     record("dory", dory_out)
@@ -196,15 +201,27 @@ def _batched(fn, x: torch.Tensor, batch: int = ENGINE_BATCH) -> torch.Tensor:
 
 
 def engine_outputs(path: Path, x: np.ndarray, input_range=None,
-                   batch: int = ENGINE_BATCH) -> np.ndarray:
-    """The engine's (reference backend) single output for ``x``, in batches."""
+                   batch: int = ENGINE_BATCH, backend: str | None = None) -> np.ndarray:
+    """The engine's single output for ``x``, in batches (``backend`` None: reference)."""
     from edgeq.engine import load
 
-    engine = load(path, input_range=input_range)
+    kwargs = {} if backend is None else {"backend": backend}
+    engine = load(path, input_range=input_range, **kwargs)
     name = engine.inputs[0].name
     parts = [np.asarray(next(iter(engine.run({name: x[i:i + batch]}).values())))
              for i in range(0, len(x), batch)]
     return np.concatenate(parts)
+
+
+def deployed_outputs(path: Path, x: np.ndarray) -> np.ndarray | None:
+    """The deployed program's outputs (the C backend on the host), or None.
+
+    Hook for the C-backend issue: once ``edgeq.engine.load(path, backend="c")`` exists,
+    this returns ``engine_outputs(path, x, backend="c")`` and the summary gains
+    ``deployed_<metric>`` (``deployed_nme``) and ``deployed_bit_exact``. Until then the
+    reference backend (``engine_<metric>``) is the deployed figure.
+    """
+    return None
 
 
 def _dory_variant(fq, x, path: Path) -> tuple[torch.Tensor, bool]:
@@ -290,7 +307,7 @@ def _export_float(model: torch.nn.Module, example: torch.Tensor, path: Path,
 STAGE_LABELS = {
     "fp": "FP (float32, PyTorch)", "fq": "FQ (fake-quantised, PyTorch)",
     "tq": "TQ (true-quantised, PyTorch)", "engine": "TQ (edgeq engine, from ONNX)",
-    "dory": "TQ int32 requant (DORY file)",
+    "dory": "TQ int32 requant (DORY file)", "deployed": "deployed (C backend)",
 }
 
 
@@ -301,6 +318,9 @@ def summarise(results: list[SeedResult], task: Task) -> dict:
                      "higher_is_better": task.metric.higher_is_better}
     for key in results[0].metrics:
         vals = [r.metrics[key] for r in results]
+        if isinstance(vals[0], bool):  # e.g. deployed_bit_exact
+            summary[key] = all(vals)
+            continue
         summary[key] = float(np.mean(vals))
         summary[f"{key}_std"] = float(np.std(vals))
     for name, figures in task.baselines().items():
@@ -323,6 +343,8 @@ def format_table(summary: dict, task: Task | None = None) -> str:
     width = max(12, *(len(c) + 2 for c in columns.values()))
     lines = [f"{'network':32s}" + "".join(f"{c:>{width}s}" for c in columns.values())]
     for stage, label in STAGE_LABELS.items():
+        if f"{stage}_{next(iter(columns))}" not in summary:
+            continue  # e.g. no deployed backend yet
         cells = []
         for key in columns:
             std = summary.get(f"{stage}_{key}_std", 0.0)
