@@ -174,18 +174,24 @@ def main(argv: list[str] | None = None) -> int:
     task = make_task(config_for(args, args.widths[0]))
     task.load(progress=False)  # the faces depend on the size, not on the width
     start = time.perf_counter()
-    rows = [r for w in args.widths for r in run_width(args, task, w)]
     baselines = task.baselines()
-    table = format_table(rows, baselines, args.seeds)
+    rows: list[dict] = []
+    for i, w in enumerate(args.widths):  # JSON after every width: a long run can be cut
+        rows += run_width(args, task, w)
+        table = format_table(rows, baselines, args.seeds)
+        write_json(args.out, _results(args, rows, baselines, table, start,
+                                      complete=i == len(args.widths) - 1))
     print(table)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    write_json(args.out, {"settings": settings, "results": rows, "baselines": baselines,
-                          "table": table, "seconds": time.perf_counter() - start,
-                          "environment": {"python": platform.python_version(),
-                                          "torch": torch.__version__,
-                                          "cpus": os.cpu_count()}})
     print(f"wrote {args.out}")
     return 0
+
+
+def _results(args, rows, baselines, table, start, complete: bool) -> dict:
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    return {"settings": settings, "complete": complete, "results": rows,
+            "baselines": baselines, "table": table, "seconds": time.perf_counter() - start,
+            "environment": {"python": platform.python_version(), "torch": torch.__version__,
+                            "cpus": os.cpu_count()}}
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ def test_quick_run_writes_every_row(tmp_path, capsys):
     out = tmp_path / "results" / "landmarks_qat.json"
     assert bench.main(["--quick", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
+    assert data["complete"] is True
     rows = {(r["method"], r["bits"]): r for r in data["results"]}
     assert set(rows) == {("FP", 32), ("PACT", 8), ("PACT", 4), ("TQT", 8)}
     for r in rows.values():
