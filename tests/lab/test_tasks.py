@@ -150,3 +150,17 @@ def test_landmarks_config_round_trips_with_defaults_filled():
     data = cfg.to_json()
     assert data["task"]["n_train"] == 100 and data["task"]["loss"] == "pdc"
     assert PipelineConfig.from_json(data) == cfg
+
+
+class EchoTask(task_class("digits")):
+    """A user task defined outside edgeq: digits under another name."""
+
+    name = "echo"
+
+
+def test_user_task_by_import_path():
+    cfg = PipelineConfig.from_json({"task": {"name": f"{__name__}:EchoTask"}})
+    assert isinstance(make_task(cfg), EchoTask)
+    for bad in ("no.such.module:Task", f"{__name__}:Missing", f"{__name__}:TINY_LANDMARKS"):
+        with pytest.raises(ConfigError, match="task.name"):
+            PipelineConfig.from_json({"task": {"name": bad}})

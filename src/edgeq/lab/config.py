@@ -249,11 +249,7 @@ class PipelineConfig:
             if key == "task":
                 kwargs[key] = TaskConfig.from_json(value)
             elif key == "input":  # omitted input keys: the task's, then InputConfig's
-                from edgeq.lab.tasks import task_class
-
-                name = data.get("task", {}).get("name", "digits") if isinstance(
-                    data.get("task"), dict) else "digits"
-                defaults = task_class(name).default_input if name in _task_names() else {}
+                defaults = _task_input_defaults(data.get("task"))
                 kwargs[key] = InputConfig(**{**defaults, **_keys(key, value, InputConfig)})
             elif key in parts:
                 kwargs[key] = parts[key](**_keys(key, value, parts[key]))
@@ -276,10 +272,15 @@ class PipelineConfig:
             raise ConfigError(f"{p}: {exc}") from None
 
 
-def _task_names() -> tuple[str, ...]:
-    from edgeq.lab.tasks import TASKS
+def _task_input_defaults(task: Any) -> dict:
+    """The input keys of the task a config names (a bad task is reported later)."""
+    from edgeq.lab.tasks import task_class
 
-    return TASKS
+    name = task.get("name", "digits") if isinstance(task, dict) else "digits"
+    try:
+        return task_class(name).default_input
+    except ConfigError:
+        return {}
 
 
 def _legacy_dataset(data: dict) -> dict:

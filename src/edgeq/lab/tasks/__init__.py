@@ -21,11 +21,23 @@ DEMO_TASKS = {"digits": "digits", "landmarks": "landmarks_3ddfa"}  # edgeq demo 
 
 
 def task_class(name: str) -> type[Task]:
-    """The registered task class ``name``; ConfigError naming ``task.name`` otherwise."""
+    """The task class ``name``: a registered name, or a user task by import path
+    (``"package.module:ClassName"``, a :class:`Task` subclass). ConfigError naming
+    ``task.name`` otherwise."""
     import importlib
 
+    if isinstance(name, str) and ":" in name:
+        module, _, cls = name.partition(":")
+        try:
+            found = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(f"task.name {name!r}: cannot import it ({exc})") from None
+        if not (isinstance(found, type) and issubclass(found, Task)):
+            raise ConfigError(f"task.name {name!r} is not a Task subclass")
+        return found
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise ConfigError(f"task.name must be one of {list(TASKS)}, got {name!r}")
+        raise ConfigError(f"task.name must be one of {list(TASKS)} or 'module:Class', "
+                          f"got {name!r}")
     module, cls = _REGISTRY[name]
     return getattr(importlib.import_module(module), cls)
 
