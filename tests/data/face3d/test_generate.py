@@ -113,3 +113,13 @@ def test_self_occlusion_hides_the_far_jaw(mm):
         n += 5
     assert n >= 10
     assert hidden_far / n > 0.8 and hidden_near / n < 0.2
+
+
+def test_bad_cache_file_is_named(tmp_path):
+    from edgeq.errors import DatasetFileError
+
+    with pytest.raises(DatasetFileError, match="missing.npz"):
+        FaceSet.load(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(DatasetFileError, match="junk.npz"):
+        FaceSet.load(tmp_path / "junk.npz")
