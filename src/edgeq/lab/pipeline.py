@@ -31,7 +31,7 @@ from edgeq.lab.training import predict, train
 
 FQ_STATE = "fq_state.pt"
 FLOAT32_SIGNIFICAND = 24  # integers of 24 significant bits are exact in float32
-CALIBRATION_SAMPLES = 4096  # training samples observed in float to initialise every ε
+CALIBRATION_SAMPLES = 2048  # training samples observed in float to initialise every ε
 ENGINE_BATCH = 256  # samples per engine call (bounds the int64 intermediates' memory)
 STAGES = ("fp", "fq", "tq", "engine", "dory")
 
@@ -331,6 +331,8 @@ def summarise(results: list[SeedResult], task: Task) -> dict:
     for key in ("fp_weight_bytes", "int_weight_bytes", "int_activation_bytes",
                 "int_peak_activation_bytes"):
         summary[key] = getattr(results[0], key)
+    summary["seconds"] = round(sum(r.seconds for r in results), 1)
+    summary["cpu_seconds"] = round(sum(sum(r.stage_cpu_seconds.values()) for r in results), 1)
     summary["artefacts"] = results[0].artefacts
     summary["seeds"] = [asdict(r) for r in results]
     return summary
@@ -365,6 +367,7 @@ def format_table(summary: dict, task: Task | None = None) -> str:
         f"{'integer activations per sample':32s} {act:>10d} bytes  (largest tensor {peak})",
         f"{'engine == TQ torch, bit for bit':32s} {'yes' if summary['bit_exact'] else 'NO':>10s}",
         f"{'  same for the DORY file':32s} {'yes' if summary['dory_bit_exact'] else 'NO':>10s}",
+        f"{'time, wall (CPU)':32s} {summary['seconds']:>8.0f} s  ({summary['cpu_seconds']:.0f} s)",
     ]
     return "\n".join(lines)
 
