@@ -25,7 +25,7 @@ def test_quick_run_writes_every_row(tmp_path, capsys):
     rows = {(r["method"], r["bits"]): r for r in data["results"]}
     assert set(rows) == {("FP", 32), ("PACT", 8), ("PACT", 4), ("TQT", 8)}
     for r in rows.values():
-        assert 0 < r["nme_mean"] < 100 and r["epoch_seconds"] > 0 and len(r["runs"]) == 1
+        assert 0 < r["nme_mean"] < 100 and r["epoch_cpu_seconds"] > 0 and len(r["runs"]) == 1
     assert rows[("FP", 32)]["epoch_ratio_to_fp"] == 1.0
     assert 0 < data["baselines"]["oracle_pose"]["nme"] < data["baselines"]["mean"]["nme"]
     assert data["table"] in capsys.readouterr().out
