@@ -174,7 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeqError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)  # main() may run inside another process (tests)
+
+
+def _run(args) -> int:
     task = make_task(config_for(args, args.widths[0]))
     task.load(progress=False)  # the faces depend on the size, not on the width
     start = time.perf_counter()
