@@ -233,8 +233,8 @@ class LandmarksTask(Task):
 
 
 # The demo's sizes: the whole chain in <= 10 minutes on 2 loaded cores (see README).
-# Width 0.25 costs a third of width 0.5 per image (1.3 vs 4.2 ms CPU per training image
-# at 64 px), so in the same time it sees three times the faces and ends more accurate.
+# Width 0.25 costs about half of width 0.5 per training epoch (benchmarks/landmarks_qat.py:
+# 12.2 vs 24.4 CPU s per 8000 faces); width 0.5 is more accurate but would not fit.
 DEMO_MODEL = {"width": 0.25, "input_size": 64}
 DEMO_SIZES = {"n_train": 7000, "n_val": 64, "n_test": 256}
 DEMO_TRAINING = {"fp_epochs": 4, "qat_epochs": 1, "lr": 3e-3, "qat_lr": 5e-4,
