@@ -81,8 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser(
-        "demo", help="end to end on the bundled digits: FP -> 8-bit PACT QAT -> integer engine")
-    demo.add_argument("--out", default="edgeq-demo", metavar="DIR", help="output directory")
+        "demo", help="end to end on a built-in task: FP -> 8-bit PACT QAT -> integer engine")
+    demo.add_argument("--task", choices=("digits", "landmarks"), default="digits",
+                      help="digits: bundled 8x8 digits (~10 s); landmarks: 3DDFA landmarks "
+                           "on freshly generated synthetic faces (<= 10 min)")
+    demo.add_argument("--out", metavar="DIR",
+                      help="output directory (default: edgeq-demo, edgeq-demo-landmarks)")
     _pipeline_flags(demo)
     demo.set_defaults(func=cmd_demo)
 
@@ -101,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     from edgeq.cli_ptq import add_ptq_commands  # argparse only: imports no engine code
 
     add_ptq_commands(sub)
+
+    marks = sub.add_parser("landmarks", help="68 facial landmarks of a face image (3DDFA app)")
+    marks.add_argument("model", metavar="MODEL.onnx", help="a 62-parameter 3DDFA network; "
+                       "its whitening.json must sit beside it (or give --whitening)")
+    marks.add_argument("image", metavar="IMAGE")
+    marks.add_argument("--box", metavar="X0,Y0,X1,Y1",
+                       help="face detector box (3DDFA's ROI rule); default: whole image")
+    marks.add_argument("--backend", choices=("reference",), default="reference")
+    marks.add_argument("--whitening", metavar="WHITENING.json")
+    marks.add_argument("--out", required=True, metavar="ANNOTATED.png")
+    marks.set_defaults(func=cmd_landmarks)
     return parser
 
 
@@ -239,8 +254,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgeq.lab.config import demo_config
+    from edgeq.lab.tasks import DEMO_TASKS
 
-    return _run_pipeline(demo_config(args.out), args)
+    out = args.out or ("edgeq-demo" if args.task == "digits" else f"edgeq-demo-{args.task}")
+    return _run_pipeline(demo_config(out, DEMO_TASKS[args.task]), args)
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -251,11 +268,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def _run_pipeline(config, args: argparse.Namespace) -> int:
     from edgeq.lab.pipeline import format_table, run_pipeline
+    from edgeq.lab.tasks import make_task
 
     out = getattr(args, "out", None) or config.output_dir
     summary = run_pipeline(config, force=args.force, progress=not args.quiet, out_dir=out)
-    print(format_table(summary))
-    print(f"\nwrote {out}/ (summary.json, table.txt, fidelity.txt, ONNX files)")
+    print(format_table(summary, make_task(config)))
+    extra = "".join(f", {name}" for name in summary.get("artefacts", []))
+    print(f"\nwrote {out}/ (summary.json, table.txt, fidelity.txt, ONNX files{extra})")
     return 0
 
 
@@ -271,6 +290,15 @@ def cmd_f2t_report(args: argparse.Namespace) -> int:
         text = (json.dumps(report.to_json(), indent=2) + "\n").encode()
         write_atomic(args.json, lambda f: f.write(text))
         print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_landmarks(args: argparse.Namespace) -> int:
+    from edgeq.apps.landmarks import run_cli
+
+    run_cli(args.model, args.image, args.out, box=args.box, backend=args.backend,
+            whitening=args.whitening)
+    print(f"wrote {args.out} (68 landmarks)")
     return 0
 
 

@@ -72,3 +72,7 @@ class OutputDirError(EdgeqError):
 
 class BackendError(EdgeqError):
     """A node no selected backend can run, or a backend rule that cannot be honoured."""
+
+
+class DatasetFileError(EdgeqError):
+    """A dataset or image file (.mat, .pkl, .pts, list, image) that is missing or malformed."""

@@ -4,8 +4,8 @@ Frozen dataclasses that round-trip to JSON. Every validation error names the key
 e.g. ``training.qat_epochs``. Example::
 
     {
+      "task": {"name": "digits", "seed": 0, "batch_size": 64},
       "model": {"name": "digits_cnn"},
-      "dataset": {"name": "digits", "seed": 0, "batch_size": 64},
       "policy": {"uniform": {"bits": 8, "algorithm": "pact"}},
       "input": {"bits": 8, "signed": false, "lo": 0.0, "hi": 1.0},
       "training": {"fp_epochs": 20, "qat_epochs": 8, "lr": 0.003, "qat_lr": 0.001},
@@ -13,6 +13,11 @@ e.g. ``training.qat_epochs``. Example::
       "output_dir": "edgeq-out"
     }
 
+``task`` names a registered task (:mod:`edgeq.lab.tasks`); keys other than ``name``,
+``seed`` and ``batch_size`` are the task's own options (``task.n_train`` ...). ``model``
+names a registered model (:mod:`edgeq.models.registry`) with ``width`` and
+``input_size`` where the model has them; omitted, it is the task's default model. The
+key ``dataset`` of older configs is still read, as the task of the same name.
 ``policy`` is either ``{"uniform": {...Policy.uniform kwargs...}}`` or a full policy
 (``Policy.to_json()`` form, with ``"rules"``).
 """
@@ -26,9 +31,8 @@ from typing import Any
 
 from edgeq.errors import ConfigError
 
-MODELS = ("digits_cnn", "digits_resnet", "digits_concat")
-DATASETS = ("digits",)
 ALGORITHMS = ("ste", "pact", "tqt", "ana", "inq")
+SCHEDULES = ("constant", "onecycle")
 
 
 def _keys(path: str, data: Any, cls: type) -> dict:
@@ -53,24 +57,74 @@ def _num(path: str, value: Any, lo: float, hi: float, integer: bool = False):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "digits_cnn"
+    """A registered model; ``None`` fields take the model's (or the task's) default."""
+
+    name: str | None = None
+    width: float | None = None
+    input_size: int | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in MODELS:
-            raise ConfigError(f"model.name must be one of {list(MODELS)}, got {self.name!r}")
+        from edgeq.models.registry import model_spec
+
+        if self.name is not None:
+            if not isinstance(self.name, str):
+                raise ConfigError(f"model.name must be a string, got {self.name!r}")
+            model_spec(self.name).check(self.width, self.input_size)
+
+    def resolved(self) -> tuple[float | None, int]:
+        """(width, input_size) with the model's defaults filled in."""
+        from edgeq.models.registry import model_spec
+
+        return model_spec(self.name).check(self.width, self.input_size)
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
-class DatasetConfig:
+class TaskConfig:
+    """A registered task, its data seed and batch size, and its own ``options``."""
+
     name: str = "digits"
     seed: int = 0
     batch_size: int = 64
+    options: Any = None  # the task's Options dataclass; None: its defaults
 
     def __post_init__(self) -> None:
-        if self.name not in DATASETS:
-            raise ConfigError(f"dataset.name must be one of {list(DATASETS)}, got {self.name!r}")
-        _num("dataset.seed", self.seed, 0, 2**31, integer=True)
-        _num("dataset.batch_size", self.batch_size, 1, 65536, integer=True)
+        from edgeq.lab.tasks import task_class
+
+        cls = task_class(self.name)
+        _num("task.seed", self.seed, 0, 2**31, integer=True)
+        _num("task.batch_size", self.batch_size, 1, 65536, integer=True)
+        if self.options is None:
+            object.__setattr__(self, "options", cls.Options())
+        elif isinstance(self.options, dict):
+            object.__setattr__(self, "options", _options(cls, self.options))
+        elif not isinstance(self.options, cls.Options):
+            raise ConfigError(f"task.options must be {cls.Options.__name__} for task "
+                              f"{self.name!r}, got {type(self.options).__name__}")
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "seed": self.seed, "batch_size": self.batch_size,
+                **asdict(self.options)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> TaskConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"task must be an object, got {type(data).__name__}")
+        common = {k: data[k] for k in ("name", "seed", "batch_size") if k in data}
+        rest = {k: v for k, v in data.items() if k not in common}
+        return cls(**common, options=rest)
+
+
+def _options(task_cls, data: dict):
+    """The task's Options from the task keys that are not common to every task."""
+    known = {f.name for f in fields(task_cls.Options)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown key task.{unknown[0]} for task {task_cls.name!r}; known "
+                          f"keys: {sorted(known | {'name', 'seed', 'batch_size'})}")
+    return task_cls.Options(**data)
 
 
 @dataclass(frozen=True)
@@ -99,8 +153,12 @@ class TrainingConfig:
     lr: float = 3e-3
     qat_lr: float = 1e-3
     freeze_epoch: int | None = None
+    schedule: str = "constant"  # learning rate per phase: "constant" or "onecycle"
 
     def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"training.schedule must be one of {list(SCHEDULES)}, "
+                              f"got {self.schedule!r}")
         _num("training.fp_epochs", self.fp_epochs, 0, 10000, integer=True)
         # 0 QAT epochs would leave the quantisers unstarted: F2T has no final ε to convert
         _num("training.qat_epochs", self.qat_epochs, 1, 10000, integer=True)
@@ -112,10 +170,10 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
     policy: dict = field(default_factory=lambda: {"uniform": {"bits": 8, "algorithm": "pact"}})
-    input: InputConfig = field(default_factory=InputConfig)
+    input: InputConfig | None = None  # None: the task's input range
     training: TrainingConfig = field(default_factory=TrainingConfig)
     seeds: tuple[int, ...] = (0,)
     output_dir: str = "edgeq-out"
@@ -128,7 +186,21 @@ class PipelineConfig:
         object.__setattr__(self, "seeds", tuple(self.seeds))
         if not isinstance(self.output_dir, str) or not self.output_dir:
             raise ConfigError(f"output_dir must be a non-empty string, got {self.output_dir!r}")
+        self._check_model()
         self.build_policy()  # validates the policy now, naming its bad rule
+
+    def _check_model(self) -> None:
+        from edgeq.lab.tasks import task_class
+
+        task = task_class(self.task.name)
+        if self.model.name is None:
+            object.__setattr__(self, "model", ModelConfig(task.default_model, self.model.width,
+                                                          self.model.input_size))
+        if self.input is None:
+            object.__setattr__(self, "input", InputConfig(**task.default_input))
+        if self.model.name not in task.models:
+            raise ConfigError(f"model.name: {self.model.name!r} cannot do task "
+                              f"{self.task.name!r}; use one of {list(task.models)}")
 
     def build_policy(self):
         """The :class:`~edgeq.train.f2f.policy.Policy` this config describes."""
@@ -159,19 +231,31 @@ class PipelineConfig:
             raise ConfigError(f"policy: {exc}") from None
 
     def to_json(self) -> dict:
-        data = asdict(self)
-        data["seeds"] = list(self.seeds)
-        return data
+        return {"task": self.task.to_json(), "model": self.model.to_json(),
+                "policy": self.policy, "input": asdict(self.input),
+                "training": asdict(self.training), "seeds": list(self.seeds),
+                "output_dir": self.output_dir}
 
     @classmethod
     def from_json(cls, data: Any) -> PipelineConfig:
+        if isinstance(data, dict) and "dataset" in data:
+            try:
+                return cls.from_json(_legacy_dataset(data))
+            except ConfigError as exc:
+                raise ConfigError(str(exc).replace("task.", "dataset.")) from None
         data = _keys("config", data, cls)
-        parts = {"model": ModelConfig, "dataset": DatasetConfig, "input": InputConfig,
-                 "training": TrainingConfig}
+        parts = {"model": ModelConfig, "input": InputConfig, "training": TrainingConfig}
         kwargs = {}
         for key, value in data.items():
-            sub = parts.get(key)
-            kwargs[key] = sub(**_keys(key, value, sub)) if sub else value
+            if key == "task":
+                kwargs[key] = TaskConfig.from_json(value)
+            elif key == "input":  # omitted input keys: the task's, then InputConfig's
+                defaults = _task_input_defaults(data.get("task"))
+                kwargs[key] = InputConfig(**{**defaults, **_keys(key, value, InputConfig)})
+            elif key in parts:
+                kwargs[key] = parts[key](**_keys(key, value, parts[key]))
+            else:
+                kwargs[key] = value
         return cls(**kwargs)
 
     @classmethod
@@ -189,6 +273,32 @@ class PipelineConfig:
             raise ConfigError(f"{p}: {exc}") from None
 
 
-def demo_config(output_dir: str = "edgeq-demo") -> PipelineConfig:
-    """The ``edgeq demo`` pipeline: digits CNN, 8-bit PACT, one seed."""
-    return PipelineConfig(output_dir=output_dir)
+def _task_input_defaults(task: Any) -> dict:
+    """The input keys of the task a config names (a bad task is reported later)."""
+    from edgeq.lab.tasks import task_class
+
+    name = task.get("name", "digits") if isinstance(task, dict) else "digits"
+    try:
+        return task_class(name).default_input
+    except ConfigError:
+        return {}
+
+
+def _legacy_dataset(data: dict) -> dict:
+    """Configs written before tasks: ``"dataset": {...}`` is the task of that name."""
+    if "task" in data:
+        raise ConfigError("config has both 'dataset' and 'task'; 'dataset' is the old name "
+                          "of 'task': keep only 'task'")
+    data = dict(data)
+    dataset = data.pop("dataset")
+    if not isinstance(dataset, dict):
+        raise ConfigError(f"dataset must be an object, got {type(dataset).__name__}")
+    data["task"] = {"name": "digits", **dataset}
+    return data
+
+
+def demo_config(output_dir: str = "edgeq-demo", task: str = "digits") -> PipelineConfig:
+    """The ``edgeq demo`` pipeline of ``task``: the task's demo settings, 8-bit PACT."""
+    from edgeq.lab.tasks import task_class
+
+    return task_class(task).demo_config(output_dir)

@@ -1,5 +1,8 @@
 """The end-to-end pipeline: FP training -> F2F -> QAT -> F2T -> ONNX export -> engine.
 
+Generic over a :class:`~edgeq.lab.tasks.base.Task` (datasets, model, loss, metrics):
+every stage (FP, FQ, TQ torch, TQ engine, the DORY file in the engine) is evaluated by
+the task's metrics, reported as ``<stage>_<metric>`` (``fp_accuracy``, ``tq_nme``, ...).
 One run per seed; everything a run writes goes to a temporary directory beside the
 output directory, which replaces the output directory only when every seed has finished
 (so a failure leaves nothing half-written, and existing results are kept unless
@@ -14,41 +17,45 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from edgeq.errors import ConfigError
 from edgeq.lab.config import PipelineConfig
-from edgeq.lab.training import accuracy, predict, train
+from edgeq.lab.tasks import Task, make_task
+from edgeq.lab.training import predict, train
 
 FQ_STATE = "fq_state.pt"
 FLOAT32_SIGNIFICAND = 24  # integers of 24 significant bits are exact in float32
+CALIBRATION_SAMPLES = 2048  # training samples observed in float to initialise every ε
+ENGINE_BATCH = 256  # samples per engine call (bounds the int64 intermediates' memory)
+STAGES = ("fp", "fq", "tq", "engine", "dory")
 
 
 @dataclass
 class SeedResult:
     seed: int
-    fp_accuracy: float
-    fq_accuracy: float
-    tq_accuracy: float
-    engine_accuracy: float
+    metrics: dict  # "<stage>_<metric>" -> value, stages as in STAGES
     bit_exact: bool
-    dory_accuracy: float
     dory_bit_exact: bool
     fp_weight_bytes: int
     int_weight_bytes: int
+    int_activation_bytes: int  # every node output of the integer network, per sample
+    int_peak_activation_bytes: int  # the largest single node output, per sample
     seconds: float
-    fidelity: dict
+    stage_seconds: dict = field(default_factory=dict)
+    stage_cpu_seconds: dict = field(default_factory=dict)
+    fidelity: dict = field(default_factory=dict)
+    artefacts: list = field(default_factory=list)  # task files written beside the models
 
 
-def build_model(name: str) -> torch.nn.Module:
-    from edgeq.models import DigitsCNN, DigitsConcatNet, DigitsResNet
-
-    return {"digits_cnn": DigitsCNN, "digits_resnet": DigitsResNet,
-            "digits_concat": DigitsConcatNet}[name]()
+def build_model(config: PipelineConfig) -> torch.nn.Module:
+    """The untrained network a config names."""
+    return make_task(config).build_model()
 
 
 def input_spec(config: PipelineConfig):
@@ -73,94 +80,189 @@ def int_weight_bytes(graph) -> int:
     return sum(v.nbytes or 0 for v in graph.constants())
 
 
-def run_seed(config: PipelineConfig, seed: int, out: Path, progress: bool = True) -> SeedResult:
+def activation_bytes(graph) -> tuple[int, int]:
+    """(all node outputs, the largest node output) of ``graph`` in bytes per sample."""
+    from edgeq.engine.analysis import layer_table
+
+    sizes = [r.act_bytes or 0 for r in layer_table(graph)]
+    return sum(sizes), max(sizes, default=0)
+
+
+class _Clock:
+    """Seconds per stage, and a progress bar over the stages of one seed."""
+
+    def __init__(self, seed: int, progress: bool) -> None:
+        self.bar = tqdm(total=7, desc=f"seed {seed}", disable=not progress, leave=False,
+                        unit="stage")
+        self.times: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}  # CPU seconds (all threads): load-independent
+        self.t, self.c = time.perf_counter(), time.process_time()
+
+    def stage(self, name: str) -> None:
+        self.bar.set_postfix_str(name)
+
+    def done(self, name: str) -> None:
+        now, cpu = time.perf_counter(), time.process_time()
+        self.times[name], self.cpu[name] = round(now - self.t, 2), round(cpu - self.c, 2)
+        self.t, self.c = now, cpu
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_seed(config: PipelineConfig, seed: int, out: Path, progress: bool = True,
+             task: Task | None = None) -> SeedResult:
     """One complete pipeline run; files go to ``out``."""
-    from edgeq.data import load_digits_splits
-    from edgeq.engine import load
     from edgeq.engine.onnx.exporter import export_onnx
     from edgeq.train.f2f import f2f
     from edgeq.train.f2t import f2t, fidelity_report
 
     start = time.perf_counter()
+    task = task or make_task(config)
+    clock = _Clock(seed, progress)
+    clock.stage("data")
+    task.load(progress)
+    clock.done("data")
     torch.manual_seed(seed)
-    splits = load_digits_splits(config.dataset.seed)
-    x_test, y_test = splits.x_test, splits.y_test
-    loader = _loader(splits, config.dataset.batch_size, seed)
+    x_test = task.inputs("test")
+    example = x_test[:1]
+    loader = task.batches("train", config.task.batch_size, seed)
+    tc = config.training
+    metrics, outputs = {}, {}
 
-    model = build_model(config.model.name)
-    train(model, loader, config.training.fp_epochs, config.training.lr,
-          f"seed {seed} FP", progress=progress)
-    fp_acc = accuracy(predict(model, x_test), y_test)
-    _export_float(model, x_test[:1], out / "model_fp.onnx")
+    def record(stage: str, out_float) -> None:
+        outputs[stage] = np.asarray(out_float, dtype=np.float64)
+        for key, value in task.evaluate(out_float, "test").items():
+            metrics[f"{stage}_{key}"] = value
 
-    fq, _report = f2f(model, config.build_policy(), x_test[:1], input_spec=input_spec(config))
-    calibrate_and_train_qat(fq, loader, splits.x_train, config, seed, progress)
-    fq_acc = accuracy(predict(fq, x_test), y_test)
-    _export_float(fq, x_test[:1], out / "model_fq.onnx")
+    clock.stage("FP training")
+    model = task.build_model()
+    train(model, loader, tc.fp_epochs, tc.lr, f"seed {seed} FP", progress=progress,
+          loss_fn=task.loss, schedule=tc.schedule)
+    record("fp", predict(model, x_test))
+    _export_float(model, example, out / "model_fp.onnx", task.output_name)
+    clock.done("fp")
 
+    clock.stage("QAT")
+    fq, _report = f2f(model, config.build_policy(), example, input_spec=input_spec(config))
+    calibrate_and_train_qat(fq, loader, task.inputs("train", CALIBRATION_SAMPLES), config,
+                            seed, progress, loss_fn=task.loss)
+    record("fq", predict(fq, x_test))
+    _export_float(fq, example, out / "model_fq.onnx", task.output_name)
+    clock.done("qat")
+
+    clock.stage("F2T")
     # 24 significant bits: every constant is exact in the float32 carriers of the ONNX file.
-    tq = f2t(fq, x_test[:1], significant_bits=FLOAT32_SIGNIFICAND)
-    tq_out = tq(tq.quantise_input(x_test))
-    tq_acc = accuracy(tq.dequantise(tq_out), y_test)  # ε may differ per class
+    tq = f2t(fq, example, significant_bits=FLOAT32_SIGNIFICAND)
+    tq_out = _batched(lambda xb: tq(tq.quantise_input(xb)), x_test)
+    record("tq", tq.dequantise(tq_out))
     graph = tq.to_ir()
     export_onnx(graph, out / "model_tq.onnx", dialect="edgeq")
-    engine = load(out / "model_tq.onnx")
-    (eng_out,) = engine.run({engine.inputs[0].name: x_test.numpy()}).values()
-    dory_acc, dory_exact = _dory_variant(fq, tq, x_test, y_test, out / "model_tq_dory.onnx")
-    report = fidelity_report(fq, tq, (x_test, y_test))
+    clock.done("f2t")
+
+    clock.stage("engine")
+    eng_out = engine_outputs(out / "model_tq.onnx", x_test.numpy())
+    record("engine", tq.dequantise(torch.from_numpy(eng_out)))
+    bit_exact = bool(np.array_equal(eng_out, tq_out.numpy()))
+    clock.done("engine")
+
+    deployed = deployed_outputs(out / "model_tq.onnx", x_test.numpy())
+    if deployed is not None:  # the C backend, once it exists (see deployed_outputs)
+        record("deployed", tq.dequantise(torch.from_numpy(deployed)))
+        metrics["deployed_bit_exact"] = bool(np.array_equal(deployed, tq_out.numpy()))
+
+    clock.stage("DORY file")
+    dory_out, dory_exact = _dory_variant(fq, x_test, out / "model_tq_dory.onnx")
+    record("dory", dory_out)
+    clock.done("dory")
+
+    clock.stage("fidelity report")
+    labels = task.split("test").targets if task.classification else None
+    report = fidelity_report(fq, tq, (x_test, labels))
     (out / "fidelity.txt").write_text(report.format() + "\n")
     torch.save(fq.state_dict(), out / FQ_STATE)
-    fidelity = report.to_json()
+    artefacts = task.write_artefacts(out, outputs)
+    act_total, act_peak = activation_bytes(graph)
+    clock.done("report")
+    clock.close()
     return SeedResult(
-        seed=seed, fp_accuracy=fp_acc, fq_accuracy=fq_acc, tq_accuracy=tq_acc,
-        engine_accuracy=accuracy(tq.dequantise(torch.from_numpy(np.asarray(eng_out))), y_test),
-        bit_exact=bool(np.array_equal(np.asarray(eng_out), tq_out.numpy())),
-        dory_accuracy=dory_acc, dory_bit_exact=dory_exact,
+        seed=seed, metrics=metrics, bit_exact=bit_exact, dory_bit_exact=dory_exact,
         fp_weight_bytes=fp_weight_bytes(model), int_weight_bytes=int_weight_bytes(graph),
-        seconds=time.perf_counter() - start, fidelity=fidelity,
+        int_activation_bytes=act_total, int_peak_activation_bytes=act_peak,
+        seconds=time.perf_counter() - start, stage_seconds=clock.times, stage_cpu_seconds=clock.cpu,
+        fidelity=report.to_json(), artefacts=artefacts,
     )
 
 
-def _dory_variant(fq, tq, x, y, path: Path) -> tuple[float, bool]:
+def _batched(fn, x: torch.Tensor, batch: int = ENGINE_BATCH) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def engine_outputs(path: Path, x: np.ndarray, input_range=None,
+                   batch: int = ENGINE_BATCH, backend: str | None = None) -> np.ndarray:
+    """The engine's single output for ``x``, in batches (``backend`` None: reference)."""
+    from edgeq.engine import load
+
+    kwargs = {} if backend is None else {"backend": backend}
+    engine = load(path, input_range=input_range, **kwargs)
+    name = engine.inputs[0].name
+    parts = [np.asarray(next(iter(engine.run({name: x[i:i + batch]}).values())))
+             for i in range(0, len(x), batch)]
+    return np.concatenate(parts)
+
+
+def deployed_outputs(path: Path, x: np.ndarray) -> np.ndarray | None:
+    """The deployed program's outputs (the C backend on the host), or None.
+
+    Hook for the C-backend issue: once ``edgeq.engine.load(path, backend="c")`` exists,
+    this returns ``engine_outputs(path, x, backend="c")`` and the summary gains
+    ``deployed_<metric>`` (``deployed_nme``) and ``deployed_bit_exact``. Until then the
+    reference backend (``engine_<metric>``) is the deployed figure.
+    """
+    return None
+
+
+def _dory_variant(fq, x, path: Path) -> tuple[torch.Tensor, bool]:
     """The QuantLab/DORY file, converted for DORY's int32 requantisation.
 
     DORY's kernels compute ``acc*mul + add`` in int32, so this TQ network is converted
     with ``acc_bits=32`` (smaller shifts than the 64-bit reference). Returns its engine
-    accuracy and whether the engine, reading the DORY file, matches it bit for bit.
+    outputs (dequantised) and whether the engine, reading the DORY file, matches it bit
+    for bit.
     """
-    from edgeq.engine import load
     from edgeq.engine.onnx.exporter import export_onnx
     from edgeq.train.f2t import f2t
 
     tq32 = f2t(fq, x[:1], acc_bits=32, significant_bits=FLOAT32_SIGNIFICAND)
     export_onnx(tq32.to_ir(), path, dialect="dory")
     x_int = tq32.quantise_input(x)
-    dory = load(path, input_range=tq32.input_quant.range)
-    (out,) = dory.run({dory.inputs[0].name: x_int.numpy()}).values()
-    out = torch.from_numpy(np.asarray(out).astype(np.int64))
-    return accuracy(tq32.dequantise(out), y), bool(torch.equal(out, tq32(x_int)))
+    out = engine_outputs(path, x_int.numpy(), input_range=tq32.input_quant.range)
+    out = torch.from_numpy(out.astype(np.int64))
+    return tq32.dequantise(out), bool(torch.equal(out, _batched(tq32, x_int)))
 
 
-def calibrate_and_train_qat(fq, loader, x_train, config: PipelineConfig, seed: int,
-                            progress: bool = True) -> None:
-    """Observe the training data in float to initialise every ε, then QAT."""
+def calibrate_and_train_qat(fq, loader, x_calib, config: PipelineConfig, seed: int,
+                            progress: bool = True, loss_fn=None) -> None:
+    """Observe ``x_calib`` in float to initialise every ε, then QAT."""
     from edgeq.train.controller import QATController, observing
     from edgeq.train.spec import ScheduleSpec
 
     with observing(fq):
-        predict(fq, x_train)
+        predict(fq, x_calib)
     schedule = ScheduleSpec(start_epoch=0, freeze_epoch=config.training.freeze_epoch)
     train(fq, loader, config.training.qat_epochs, config.training.qat_lr,
-          f"seed {seed} QAT", controller=QATController(fq, schedule), progress=progress)
+          f"seed {seed} QAT", controller=QATController(fq, schedule), progress=progress,
+          loss_fn=loss_fn, schedule=config.training.schedule)
 
 
-def rebuild_fq(config: PipelineConfig, state_path: Path):
+def rebuild_fq(config: PipelineConfig, state_path: Path, task: Task | None = None):
     """The trained FQ network of a finished run, from its config and saved state."""
-    from edgeq.data import load_digits_splits
     from edgeq.train.f2f import f2f
 
-    example = load_digits_splits(config.dataset.seed).x_test[:1]
-    fq, _ = f2f(build_model(config.model.name), config.build_policy(), example,
+    task = task or make_task(config)
+    fq, _ = f2f(task.build_model(), config.build_policy(), task.example_input(),
                 input_spec=input_spec(config))
     try:
         state = torch.load(state_path, weights_only=True)
@@ -174,7 +276,6 @@ def rebuild_fq(config: PipelineConfig, state_path: Path):
 
 def fidelity_of_run(run_dir: str | Path, split: str = "test"):
     """Re-run F2T on a finished run's FQ network and measure FQ vs TQ on ``split``."""
-    from edgeq.data import load_digits_splits
     from edgeq.train.f2t import f2t, fidelity_report
 
     run = Path(run_dir)
@@ -184,64 +285,91 @@ def fidelity_of_run(run_dir: str | Path, split: str = "test"):
         raise ConfigError(f"{run}: not a run directory (needs config.json and {FQ_STATE}; "
                           "for several seeds pass one seed's folder)")
     config = PipelineConfig.load(cfg_path)
-    fq = rebuild_fq(config, run / FQ_STATE)
-    x, y = load_digits_splits(config.dataset.seed).split(split)
+    task = make_task(config)
+    task.load(progress=False)
+    fq = rebuild_fq(config, run / FQ_STATE, task)
+    x = task.inputs(split)
+    labels = task.split(split).targets if task.classification else None
     tq = f2t(fq, x[:1], significant_bits=FLOAT32_SIGNIFICAND)
-    return fidelity_report(fq, tq, (x, y))
+    return fidelity_report(fq, tq, (x, labels))
 
 
-def _loader(splits, batch_size: int, seed: int):
-    from edgeq.data import digits_loaders
-
-    return digits_loaders(batch_size=batch_size, seed=seed, splits=splits)["train"]
-
-
-def _export_float(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+def _export_float(model: torch.nn.Module, example: torch.Tensor, path: Path,
+                  output_name: str = "output") -> None:
     """Float ONNX (FP or FQ network) with the legacy exporter; FQ ops trace as float ops."""
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+                          input_names=["input"], output_names=[output_name],
+                          dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}})
 
 
 # -- summary ------------------------------------------------------------------------------
-METRICS = ("fp_accuracy", "fq_accuracy", "tq_accuracy", "engine_accuracy", "dory_accuracy")
+STAGE_LABELS = {
+    "fp": "FP (float32, PyTorch)", "fq": "FQ (fake-quantised, PyTorch)",
+    "tq": "TQ (true-quantised, PyTorch)", "engine": "TQ (edgeq engine, from ONNX)",
+    "dory": "TQ int32 requant (DORY file)", "deployed": "deployed (C backend)",
+}
 
 
-def summarise(results: list[SeedResult]) -> dict:
-    """``summary.json``: the first seed's figures at top level (mean for several seeds)."""
-    summary: dict = {}
-    for key in METRICS:
-        vals = [getattr(r, key) for r in results]
+def summarise(results: list[SeedResult], task: Task) -> dict:
+    """``summary.json``: every ``<stage>_<metric>`` at top level (mean over seeds, plus
+    ``_std``), the task's baselines, bit-exactness and sizes; per-seed details below."""
+    summary: dict = {"task": task.name, "metric": task.metric.name,
+                     "higher_is_better": task.metric.higher_is_better}
+    for key in results[0].metrics:
+        vals = [r.metrics[key] for r in results]
+        if isinstance(vals[0], bool):  # e.g. deployed_bit_exact
+            summary[key] = all(vals)
+            continue
         summary[key] = float(np.mean(vals))
         summary[f"{key}_std"] = float(np.std(vals))
+    for name, figures in task.baselines().items():
+        for key, value in figures.items():
+            summary[f"baseline_{name}_{key}"] = float(value)
     summary["bit_exact"] = all(r.bit_exact for r in results)
     summary["dory_bit_exact"] = all(r.dory_bit_exact for r in results)
-    summary["fp_weight_bytes"] = results[0].fp_weight_bytes
-    summary["int_weight_bytes"] = results[0].int_weight_bytes
+    for key in ("fp_weight_bytes", "int_weight_bytes", "int_activation_bytes",
+                "int_peak_activation_bytes"):
+        summary[key] = getattr(results[0], key)
+    summary["seconds"] = round(sum(r.seconds for r in results), 1)
+    summary["cpu_seconds"] = round(sum(sum(r.stage_cpu_seconds.values()) for r in results), 1)
+    summary["artefacts"] = results[0].artefacts
     summary["seeds"] = [asdict(r) for r in results]
     return summary
 
 
-def format_table(summary: dict) -> str:
+def format_table(summary: dict, task: Task | None = None) -> str:
+    """The stages (and baselines) against the task's metric columns."""
+    columns = task.columns() if task is not None else {summary["metric"]: summary["metric"]}
     n = len(summary["seeds"])
-    rows = [("FP (float32, PyTorch)", "fp_accuracy"), ("FQ (fake-quantised, PyTorch)",
-            "fq_accuracy"), ("TQ (true-quantised, PyTorch)", "tq_accuracy"),
-            ("TQ (edgeq engine, from ONNX)", "engine_accuracy"),
-            ("TQ int32 requant (DORY file)", "dory_accuracy")]
-    lines = [f"{'network':32s} {'test accuracy %':>18s}"]
-    for label, key in rows:
-        std = f" ± {summary[key + '_std']:.2f}" if n > 1 else ""
-        lines.append(f"{label:32s} {summary[key]:>10.2f}{std}")
+    width = max(12, *(len(c) + 2 for c in columns.values()))
+    lines = [f"{'network':32s}" + "".join(f"{c:>{width}s}" for c in columns.values())]
+    for stage, label in STAGE_LABELS.items():
+        if f"{stage}_{next(iter(columns))}" not in summary:
+            continue  # e.g. no deployed backend yet
+        cells = []
+        for key in columns:
+            std = summary.get(f"{stage}_{key}_std", 0.0)
+            text = f"{summary[f'{stage}_{key}']:.2f}" + (f"±{std:.2f}" if n > 1 else "")
+            cells.append(f"{text:>{width}s}")
+        lines.append(f"{label:32s}" + "".join(cells))
+    labels = task.baseline_labels() if task is not None else {}
+    for name, label in labels.items():
+        cells = [f"{summary.get(f'baseline_{name}_{key}', float('nan')):>{width}.2f}"
+                 for key in columns]
+        lines.append(f"{label:32s}" + "".join(cells))
     fp, iw = summary["fp_weight_bytes"], summary["int_weight_bytes"]
+    act, peak = summary["int_activation_bytes"], summary["int_peak_activation_bytes"]
     lines += [
         "",
         f"{'model size, FP32':32s} {fp:>10d} bytes",
         f"{'model size, packed integers':32s} {iw:>10d} bytes  ({fp / max(iw, 1):.2f}x smaller)",
+        f"{'integer activations per sample':32s} {act:>10d} bytes  (largest tensor {peak})",
         f"{'engine == TQ torch, bit for bit':32s} {'yes' if summary['bit_exact'] else 'NO':>10s}",
         f"{'  same for the DORY file':32s} {'yes' if summary['dory_bit_exact'] else 'NO':>10s}",
+        f"{'time, wall (CPU)':32s} {summary['seconds']:>8.0f} s  ({summary['cpu_seconds']:.0f} s)",
     ]
     return "\n".join(lines)
 
@@ -266,17 +394,18 @@ def run_pipeline(config: PipelineConfig, force: bool = False, progress: bool = T
         raise ConfigError(f"output directory {out}: cannot create it "
                           f"({exc.strerror or exc})") from None
     threads = torch.get_num_threads()
-    # These networks are tiny: one thread is faster and immune to a busy second core.
-    torch.set_num_threads(1)
+    task = make_task(config)
+    if task.threads is not None:
+        torch.set_num_threads(task.threads)
     try:
         results = []
         for seed in config.seeds:
             seed_dir = tmp if len(config.seeds) == 1 else tmp / f"seed{seed}"
             seed_dir.mkdir(exist_ok=True)
-            results.append(run_seed(config, seed, seed_dir, progress))
-        summary = summarise(results)
+            results.append(run_seed(config, seed, seed_dir, progress, task))
+        summary = summarise(results, task)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (tmp / "table.txt").write_text(format_table(summary) + "\n")
+        (tmp / "table.txt").write_text(format_table(summary, task) + "\n")
         (tmp / "config.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
         _replace_dir(tmp, out)
     except BaseException:

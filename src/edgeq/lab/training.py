@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from tqdm import tqdm
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def train(
@@ -15,14 +19,22 @@ def train(
     desc: str,
     controller=None,
     progress: bool = True,
+    loss_fn: LossFn | None = None,
+    schedule: str = "constant",
 ) -> list[float]:
-    """Adam + cross-entropy for ``epochs``; returns the mean loss of every epoch.
+    """Adam on ``loss_fn`` (default cross-entropy) for ``epochs``; returns the mean loss of
+    every epoch. ``schedule="onecycle"`` anneals the rate over the whole phase (peak
+    ``lr``), which converges in few epochs; ``"constant"`` keeps ``lr``.
 
     A QAT ``controller`` gets ``epoch_start(epoch)`` before each epoch and ``step()``
     before each batch (re-fitting weight ε, as the algorithms expect).
     """
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    loss_fn = nn.CrossEntropyLoss()
+    sched = None
+    if schedule == "onecycle" and epochs > 0 and len(loader) > 0:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, epochs=epochs,
+                                                    steps_per_epoch=len(loader))
     losses = []
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False, unit="epoch")
     for epoch in bar:
@@ -37,6 +49,8 @@ def train(
             loss = loss_fn(model(xb), yb)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             total, count = total + loss.item() * len(yb), count + len(yb)
         losses.append(total / max(count, 1))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
