@@ -63,7 +63,7 @@ def make_seeds(work: Path) -> dict[str, Path]:
         torch.manual_seed(0)
         cfg = PipelineConfig.from_json(
             {"model": {"name": name}, "policy": {"uniform": {"bits": bits, "algorithm": "pact"}}})
-        model = build_model(name).eval()
+        model = build_model(cfg).eval()
         fq, _ = f2f(model, cfg.build_policy(), x[:1], input_spec=input_spec(cfg))
         with observing(fq):
             predict(fq, x)

@@ -26,6 +26,12 @@ def _blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", README.read_text(), flags=re.S)
 
 
+def _digits_config() -> str:
+    """The README's digits pipeline config (the landmark one is run by the landmark tests)."""
+    (text,) = [b for b in _blocks("json") if json.loads(b)["task"]["name"] == "digits"]
+    return text
+
+
 def _small_splits(real):
     def load_small(seed=0, fractions=(0.6, 0.2, 0.2)):
         s = real(seed, fractions)
@@ -37,7 +43,7 @@ def _small_splits(real):
 @pytest.fixture(scope="module")
 def example_run(tmp_path_factory):
     """The README config (one epoch each, one seed), run through `edgeq quantize`."""
-    (config_text,) = _blocks("json")
+    config_text = _digits_config()
     data = json.loads(config_text)
     tmp = tmp_path_factory.mktemp("readme")
     data["training"].update(fp_epochs=1, qat_epochs=1)
@@ -57,7 +63,7 @@ def example_run(tmp_path_factory):
 def test_the_readme_config_is_valid_as_written():
     from edgeq.lab.config import PipelineConfig
 
-    (config_text,) = _blocks("json")
+    config_text = _digits_config()
     config = PipelineConfig.from_json(json.loads(config_text))
     config.build_policy()
     assert config.model.name == "digits_resnet"
@@ -93,9 +99,10 @@ def test_every_readme_command_runs(example_run, capsys):
         "CONFIG.json [--out DIR] [--force]": f"{cfg} --out {tmp / 'again'} --quiet",
         "RUN_DIR [--split test]": f"{run} --split test",
     }
-    (block,) = [b for b in _blocks("bash") if "edgeq run" in b]
+    (block,) = [b for b in _blocks("bash") if "edgeq run" in b and "f2t-report" in b]
     commands = [line.split("#")[0].strip() for line in block.splitlines()]
-    commands = [c for c in commands if c.startswith("edgeq ")]
+    # the `edgeq bench` lines are run by tests/engine/test_bench.py
+    commands = [c for c in commands if c.startswith("edgeq ") and not c.startswith("edgeq bench")]
     assert len(commands) == 5
     mp = pytest.MonkeyPatch()
     mp.setattr(edgeq.data, "load_digits_splits", _small_splits(edgeq.data.load_digits_splits))

@@ -44,7 +44,7 @@ def _digits_tq(name: str, bits: int):
     config = PipelineConfig.from_json(
         {"model": {"name": name}, "policy": {"uniform": {"bits": bits, "algorithm": "pact"}}})
     x = load_digits_splits(0).x_test[:64]
-    fq, _ = f2f(build_model(name), config.build_policy(), x[:1], input_spec=input_spec(config))
+    fq, _ = f2f(build_model(config), config.build_policy(), x[:1], input_spec=input_spec(config))
     with observing(fq):
         predict(fq, x)
     for _, m in quant_modules(fq):
