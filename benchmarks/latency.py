@@ -79,10 +79,9 @@ def build_models(cfg: Config, work: Path):
     import torch
 
     from edgeq.models import mobilenet_v1_3ddfa
-    from edgeq.train.controller import observing
+    from edgeq.train.controller import calibrate_and_start
     from edgeq.train.f2f import Policy, f2f, unit_input_spec
     from edgeq.train.f2t import f2t
-    from edgeq.train.modules import quant_modules
 
     torch.manual_seed(0)
     x = torch.rand(cfg.calibration, 3, cfg.size, cfg.size)
@@ -92,13 +91,7 @@ def build_models(cfg: Config, work: Path):
         net(x)  # BatchNorm statistics of the inputs, for a realistic float model
     net.eval()
     gm, _ = f2f(net, Policy.uniform(8, "pact"), x[:1], input_spec=unit_input_spec())
-    gm.train()
-    with torch.no_grad(), observing(gm):
-        gm(x)
-    for _, m in quant_modules(gm):
-        m.start()
-    with torch.no_grad():
-        gm(x)
+    calibrate_and_start(gm, x)
     graph = f2t(gm.eval(), x[:1]).to_ir()
     fp_path, int8_path = work / "fp32.onnx", work / "int8.onnx"
     with warnings.catch_warnings():

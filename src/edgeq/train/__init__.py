@@ -11,7 +11,7 @@ Importing :mod:`edgeq.train` needs torch (the ``train`` extra); the engine does 
 * :mod:`edgeq.train.controller` — QATController and the ``observing`` phase.
 """
 
-from edgeq.train.controller import QATController, observing
+from edgeq.train.controller import QATController, calibrate_and_start, observing
 from edgeq.train.modules import (
     HarmonisedAdd,
     HarmonisedConcat,
@@ -51,6 +51,7 @@ __all__ = [
     "ScheduleSpec",
     "SteParams",
     "TqtParams",
+    "calibrate_and_start",
     "eps_covering",
     "fake_quantise",
     "int_quantise",

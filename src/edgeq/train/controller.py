@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 from edgeq.errors import ConfigError
@@ -114,3 +115,21 @@ def observing(
     if init:
         for m in mods:
             m.init_bounds()
+
+
+def calibrate_and_start(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Observe ``x`` in float, initialise every ε, start quantisation, then run ``x`` once
+    more in train mode so BatchNorm's running statistics are seen through the quantisers.
+
+    The one-call version of what a QAT run does before its first epoch, for callers that
+    need a calibrated network without training (tests, benchmarks). Returns ``model``.
+    """
+    model.train()
+    with torch.no_grad(), observing(model):
+        model(x)
+    for _, m in quant_modules(model):
+        m.start()
+    with torch.no_grad():
+        model(x)
+    return model
+

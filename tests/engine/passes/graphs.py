@@ -76,10 +76,9 @@ def tq_graph(name: str, significant_bits: int | None = None) -> Graph:
     import torch
 
     from edgeq.models import DigitsConcatNet, DigitsResNet, mobilenet_v1_3ddfa
-    from edgeq.train.controller import observing
+    from edgeq.train.controller import calibrate_and_start
     from edgeq.train.f2f import Policy, f2f, unit_input_spec
     from edgeq.train.f2t import f2t
-    from edgeq.train.modules import quant_modules
 
     torch.manual_seed(0)
     make = {
@@ -89,13 +88,7 @@ def tq_graph(name: str, significant_bits: int | None = None) -> Graph:
     }
     net, x = make[name]()
     gm, _ = f2f(net, Policy.uniform(8, "pact"), x[:1], input_spec=unit_input_spec())
-    gm.train()
-    with torch.no_grad(), observing(gm):
-        gm(x)
-    for _, m in quant_modules(gm):
-        m.start()
-    with torch.no_grad():
-        gm(x)
+    calibrate_and_start(gm, x)
     opts = {} if significant_bits is None else {"significant_bits": significant_bits}
     return f2t(gm.eval(), x[:1], **opts).to_ir()
 

@@ -15,9 +15,8 @@ from torch import nn
 
 from edgeq.data.digits import load_digits_splits
 from edgeq.models import DigitsCNN, DigitsConcatNet, DigitsResNet, mobilenet_v1_3ddfa
-from edgeq.train.controller import QATController, observing
+from edgeq.train.controller import QATController, calibrate_and_start
 from edgeq.train.f2f import Policy, f2f, unit_input_spec
-from edgeq.train.modules import quant_modules
 from edgeq.train.spec import ScheduleSpec
 
 DIGITS_FAMILIES = ("digits_cnn", "resnet", "concat")
@@ -73,13 +72,7 @@ def mobilenet(width: float, n: int = 4):
     torch.manual_seed(0)
     x = torch.rand(n, 3, 120, 120)
     gm, _ = f2f(mobilenet_v1_3ddfa(width), policy(), x[:1], input_spec=unit_input_spec())
-    gm.train()
-    with torch.no_grad(), observing(gm):
-        gm(x)
-    for _, m in quant_modules(gm):
-        m.start()
-    with torch.no_grad():
-        gm(x)  # running statistics seen through the quantisers
+    calibrate_and_start(gm, x)
     return gm.eval(), x
 
 

@@ -18,10 +18,9 @@ def tq(name: str, width: float = 0.25, px: int = 120):
     import torch
 
     from edgeq.models import DigitsCNN, DigitsConcatNet, DigitsResNet, mobilenet_v1_3ddfa
-    from edgeq.train.controller import observing
+    from edgeq.train.controller import calibrate_and_start
     from edgeq.train.f2f import Policy, f2f, unit_input_spec
     from edgeq.train.f2t import f2t
-    from edgeq.train.modules import quant_modules
 
     torch.manual_seed(0)
     make = {
@@ -32,13 +31,8 @@ def tq(name: str, width: float = 0.25, px: int = 120):
     }
     net, x = make[name]()
     gm, _ = f2f(net, Policy.uniform(8, "pact"), x[:1], input_spec=unit_input_spec())
-    gm.train()
-    with torch.no_grad(), observing(gm):
-        gm(x)
-    for _, m in quant_modules(gm):
-        m.start()
+    calibrate_and_start(gm, x)
     with torch.no_grad():
-        gm(x)
         tqm = f2t(gm.eval(), x[:1])
         xi = tqm.quantise_input(x[:2]).numpy()
     return tqm.to_ir(), np.ascontiguousarray(xi)

@@ -274,7 +274,14 @@ def _conv_geometry(graph: Graph, node: Node) -> dict:
     _, m, oh, ow = _shape(graph, node.outputs[0])
     wt = graph.const(node.inputs[1])
     kh, kw = wt.shape[2:]
-    a = node.attrs
+    return dict(n=n, c=c, h=h, w=w, m=m, oh=oh, ow=ow, kh=kh, kw=kw,
+                **_window(node.attrs, h, w, oh, ow, kh, kw),
+                group=int(node.attrs.get("group", 1)))
+
+
+def _window(a: dict, h: int, w: int, oh: int, ow: int, kh: int, kw: int) -> dict:
+    """Strides, dilations and the top/left padding of a conv or pool window (auto_pad
+    resolved against the output shape)."""
     sh, sw = a.get("strides") or (1, 1)
     dh, dw = a.get("dilations") or (1, 1)
     pads = a.get("pads") or (0, 0, 0, 0)
@@ -287,8 +294,7 @@ def _conv_geometry(graph: Graph, node: Node) -> dict:
         pl = _same_begin(w, ow, kw, sw, dw, auto)
     elif auto == "VALID":
         pt = pl = 0
-    return dict(n=n, c=c, h=h, w=w, m=m, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw,
-                dh=dh, dw=dw, pt=pt, pl=pl, group=int(a.get("group", 1)))
+    return dict(sh=sh, sw=sw, dh=dh, dw=dw, pt=pt, pl=pl)
 
 
 def _same_begin(size, out, k, s, d, mode) -> int:
@@ -521,20 +527,8 @@ def _pool_geometry(graph: Graph, node: Node) -> dict:
         return dict(n=n, c=c, h=h, w=w, oh=1, ow=1, kh=h, kw=w, sh=1, sw=1, dh=1, dw=1,
                     pt=0, pl=0)
     kh, kw = a["kernel_shape"]
-    sh, sw = a.get("strides") or (1, 1)
-    dh, dw = a.get("dilations") or (1, 1)
-    pads = a.get("pads") or (0, 0, 0, 0)
-    pt, pl = pads[0], pads[1]
-    auto = a.get("auto_pad", "NOTSET")
-    if isinstance(auto, bytes):
-        auto = auto.decode()
-    if auto in ("SAME_UPPER", "SAME_LOWER"):
-        pt = _same_begin(h, oh, kh, sh, dh, auto)
-        pl = _same_begin(w, ow, kw, sw, dw, auto)
-    elif auto == "VALID":
-        pt = pl = 0
-    return dict(n=n, c=c, h=h, w=w, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw,
-                pt=pt, pl=pl)
+    return dict(n=n, c=c, h=h, w=w, oh=oh, ow=ow, kh=kh, kw=kw,
+                **_window(a, h, w, oh, ow, kh, kw))
 
 
 def _emit_pool(em: _Emitter, node: Node) -> None:
