@@ -320,6 +320,31 @@ def _q8_ok(em: _Emitter, node: Node, x_dt, w: np.ndarray, bias32: np.ndarray | N
         int(bias32.min(initial=0)) >= -(2**31) and int(bias32.max(initial=0)) < 2**31)
 
 
+def nhwc_conv_ok(graph: Graph, node: Node) -> bool:
+    """True when the C backend has an NHWC kernel for this Conv/ConvRequant: the 8-bit
+    path (proven int32 accumulator, u8/s8 input, int8 weights), 2-D, and depthwise or
+    group 1 (the layout pass asks this through ``passes.layout.c_layout``)."""
+    if node.op not in ("Conv", "ConvRequant") or not graph.values[node.inputs[0]].is_integer:
+        return False
+    w = graph.const(node.inputs[1])
+    if w is None or w.ndim != 4 or len(_shape(graph, node.inputs[0])) != 4:
+        return False
+    b = graph.meta.get("bounds", {}).get(node.name)
+    x_dt = _dt(graph, node.inputs[0])
+    if b is None or b.acc_bits != 32 or x_dt not in (np.dtype(np.uint8), np.dtype(np.int8)):
+        return False
+    if not _int8_fits(w) or w.shape[1] * w.shape[2] * w.shape[3] > MAX_Q8_TAPS:
+        return False
+    bias = graph.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    wsum = w.astype(np.int64).reshape(w.shape[0], -1).sum(axis=1)
+    bias32 = (np.zeros(w.shape[0], np.int64) if bias is None else bias.astype(np.int64))
+    for v in (bias32, bias32 - 128 * wsum):
+        if int(v.min()) < -(2**31) or int(v.max()) >= 2**31:
+            return False
+    group, c = int(node.attrs.get("group", 1)), w.shape[1] * int(node.attrs.get("group", 1))
+    return group == 1 or (group == c == w.shape[0] and w.shape[1] == 1)
+
+
 def _rq_expr(em: _Emitter, node: Node, channels: int, out_rank: int, axis: int) -> str:
     if not node.op.endswith("Requant"):
         return "NULL"
