@@ -152,7 +152,6 @@ class Emitted:
     model_c: str
     weights_c: str
     armcl_layers: int
-    conversions: int
 
 
 def emit_mixed(graph: Graph, mplan, assignment: dict[str, str]) -> Emitted:
@@ -174,7 +173,7 @@ def emit_mixed(graph: Graph, mplan, assignment: dict[str, str]) -> Emitted:
         if not sep:
             raise BuildError("model.c has no layer_0: cannot place the ACL handles")
         text = head + "\n".join(acl.prelude()) + "\n" + sep + tail
-    return Emitted(text, cproj.weights_c(em), len(acl.creates), acl.fused_conversions)
+    return Emitted(text, cproj.weights_c(em), len(acl.creates))
 
 
 def _c_files() -> list[str]:
@@ -297,23 +296,38 @@ class MixedModel(cproj.CompiledModel):
         raise BuildError(f"{self.binary}: no acl_workspace_bytes line ({proc.stderr.strip()})")
 
 
-def compile_mixed(graph: Graph, out_dir, backend: str | BackendSpec = "default=armcl",
-                  target: str = ARMCL_TARGET, batch: int = 1, force: bool = False) -> MixedModel:
-    """Prepare, assign, plan, write and build ``graph`` into ``out_dir`` (atomically)."""
-    spec = backend if isinstance(backend, BackendSpec) else BackendSpec.parse(backend)
+def _fused_conversions(prep: Prepared) -> int:
+    """Transposes inside armcl layers: an NCHW armcl conv converts in and out itself."""
+    return sum(2 for n in prep.graph.nodes if prep.assignment[n.name] == "armcl"
+               and n.op in agen.CONV_OPS and n.attrs.get("layout") != "NHWC")
+
+
+def _cache_key(prep: Prepared, target: str, batch: int) -> str:
+    """Content of a program: the prepared graph, the assignment, target, batch and every
+    source (two specs that assign alike share one build)."""
+    h = hashlib.sha256(f"{cproj.graph_digest(prep.graph)}|{target}|{batch}|"
+                       f"{sorted(prep.assignment.items())}|{cproj.library_digest()}".encode())
+    for name in ARMCL_FILES:
+        h.update(armcl_source(name).encode())
+    for path in (agen.__file__, __file__):
+        h.update(Path(path).read_bytes())
+    return h.hexdigest()[:24]
+
+
+def _built(prep: Prepared, target: str, batch: int) -> tuple[Path, object]:
+    """The program's build directory in the cache (built there first if missing)."""
     t = cproj.target(target)
-    out = Path(out_dir)
-    cproj._check_out_dir(out, force)
-    prep = prepare_mixed(graph, spec, target, batch)
-    g, assignment = prep.graph, prep.assignment
-    if "armcl" in assignment.values():
+    mplan = cproj.plan(prep.graph, batch)
+    out = cproj.cache_dir() / f"mixed-{_cache_key(prep, target, batch)}"
+    if (out / "run_model").exists():
+        return out, mplan
+    if "armcl" in prep.assignment.values():
         require_acl()
-    mplan = cproj.plan(g, batch)
-    parent = out.parent if str(out.parent) else Path(".")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        emitted = write_sources(g, mplan, assignment, tmp, t)
-        if "armcl" in assignment.values():
+        write_sources(prep.graph, mplan, prep.assignment, tmp, t)
+        if "armcl" in prep.assignment.values():
             build(tmp, t)
         else:
             cproj.build(tmp, t)
@@ -323,27 +337,44 @@ def compile_mixed(graph: Graph, out_dir, backend: str | BackendSpec = "default=a
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return MixedModel(g, mplan, out, t, batch, assignment,
-                      prep.conversions + emitted.conversions, spec)
+    return out, mplan
+
+
+def _model(prep: Prepared, directory: Path, mplan, target: str, batch: int, spec) -> MixedModel:
+    return MixedModel(prep.graph, mplan, directory, cproj.target(target), batch, prep.assignment,
+                      prep.conversions + _fused_conversions(prep), spec)
+
+
+def compile_mixed(graph: Graph, out_dir, backend: str | BackendSpec = "default=armcl",
+                  target: str = ARMCL_TARGET, batch: int = 1, force: bool = False) -> MixedModel:
+    """Prepare, assign, plan, write and build ``graph`` into ``out_dir`` (atomically: a
+    temporary directory renamed into place). Builds are cached by content."""
+    spec = backend if isinstance(backend, BackendSpec) else BackendSpec.parse(backend)
+    out = Path(out_dir)
+    cproj._check_out_dir(out, force)
+    prep = prepare_mixed(graph, spec, target, batch)
+    if "armcl" in prep.assignment.values():
+        require_acl()
+    built, mplan = _built(prep, target, batch)
+    parent = out.parent if str(out.parent) else Path(".")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        shutil.copytree(built, tmp, dirs_exist_ok=True)
+        for obj in tmp.glob("*.o"):
+            obj.unlink()
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _model(prep, out, mplan, target, batch, spec)
 
 
 def mixed_cached(graph: Graph, backend: str | BackendSpec = "default=armcl",
                  target: str = ARMCL_TARGET, batch: int = 1) -> MixedModel:
-    """compile_mixed into the cache dir, keyed by content (graph, spec, target, sources)."""
+    """The program built in the cache dir, keyed by content (no copy)."""
     spec = backend if isinstance(backend, BackendSpec) else BackendSpec.parse(backend)
-    h = hashlib.sha256(f"{cproj.graph_digest(graph)}|{spec}|{target}|{batch}|"
-                       f"{cproj.library_digest()}".encode())
-    for name in ARMCL_FILES:
-        h.update(armcl_source(name).encode())
-    for path in (agen.__file__, __file__):
-        h.update(Path(path).read_bytes())
-    out = cproj.cache_dir() / f"mixed-{h.hexdigest()[:24]}"
-    if (out / "run_model").exists():
-        prep = prepare_mixed(graph, spec, target, batch)
-        fused = sum(2 for n in prep.graph.nodes if prep.assignment[n.name] == "armcl"
-                    and n.op in agen.CONV_OPS and n.attrs.get("layout") != "NHWC")
-        return MixedModel(prep.graph, cproj.plan(prep.graph, batch), out, cproj.target(target),
-                          batch, prep.assignment, prep.conversions + fused, spec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return compile_mixed(graph, out, spec, target, batch, force=True)
-
+    prep = prepare_mixed(graph, spec, target, batch)
+    built, mplan = _built(prep, target, batch)
+    return _model(prep, built, mplan, target, batch, spec)
