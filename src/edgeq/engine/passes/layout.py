@@ -94,22 +94,36 @@ def layout_convert(x, *, perm):
     return np.ascontiguousarray(np.transpose(x, perm))
 
 
+def keeps_byte_order(shape, perm) -> bool:
+    """True when ``transpose(x, perm)`` lists x's elements in the same order (the
+    non-unit dims keep their order: e.g. NCHW -> NHWC when C == 1), so it is a view."""
+    moved = [p for p in perm if not (isinstance(shape[p], int) and shape[p] == 1)]
+    return moved == sorted(moved)
+
+
 # -- the C backend's preference ------------------------------------------------------------
 def c_layout(node: Node, graph: Graph | None = None) -> str:
-    """NHWC for a convolution the C backend has an NHWC kernel for (8-bit path: depthwise
-    or group 1; with ``graph``, also checks the integer dtypes), else NCHW."""
-    if node.op not in ("Conv", "ConvRequant"):
+    """NHWC for a convolution or MaxPool the C backend has an NHWC kernel for (8-bit
+    path: depthwise or group-1 convolutions; with ``graph``, also checks the integer
+    dtypes and the range proof), else NCHW."""
+    if node.op not in ("Conv", "ConvRequant", "MaxPool"):
         return NCHW
     if graph is None:
         return NHWC
     from edgeq.engine.backends.c.generator import nhwc_conv_ok
+    from edgeq.engine.backends.c.nhwc import maxpool_ok
 
-    return NHWC if nhwc_conv_ok(graph, node) else NCHW
+    return NHWC if nhwc_conv_ok(graph, node) or maxpool_ok(graph, node) else NCHW
 
 
 def c_wanted(graph: Graph) -> dict[str, str]:
     """The C backend's ``wanted`` map for :func:`assign_layouts`."""
     return {n.name: NHWC for n in graph.nodes if c_layout(n, graph) == NHWC}
+
+
+def assign_c_layouts(graph: Graph) -> Graph:
+    """The C backend's layout pass (after the range proof, whose bounds it reads)."""
+    return assign_layouts(graph, c_wanted(graph))[0]
 
 
 # -- internals ------------------------------------------------------------------------------

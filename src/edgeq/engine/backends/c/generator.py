@@ -46,7 +46,7 @@ VIEW_OPS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity"})
 LINEAR_OPS = frozenset({"Conv", "Gemm", "MatMul", "ConvRequant", "GemmRequant", "MatMulRequant"})
 ELEMENTWISE_OPS = frozenset({"Relu", "Clip", "Sigmoid", "Add", "Sub", "Mul"})
 POOL_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"})
-OTHER_OPS = frozenset({"RequantShift", "HarmonisedAdd", "Concat", "Gather"})
+OTHER_OPS = frozenset({"RequantShift", "HarmonisedAdd", "Concat", "Gather", "LayoutConvert"})
 SUPPORTED_OPS = VIEW_OPS | LINEAR_OPS | ELEMENTWISE_OPS | POOL_OPS | OTHER_OPS
 # Partial sums of the 8-bit path in the +128 domain: K * 255 * 128 must stay below 2^31.
 MAX_Q8_TAPS = (2**31 - 1) // (255 * 128)
@@ -269,9 +269,18 @@ def _emit_unknown(em: _Emitter, node: Node) -> None:
 
 
 # -- linear ----------------------------------------------------------------------------
+def _nchw(graph: Graph, node: Node, name: str) -> tuple[int, ...]:
+    """The NCHW-order shape of ``name`` as ``node`` sees it (an NHWC node of the layout
+    pass stores [N, H, W, C])."""
+    shape = _shape(graph, name)
+    if node.attrs.get("layout") == "NHWC" and len(shape) == 4:
+        return (shape[0], shape[3], shape[1], shape[2])
+    return shape
+
+
 def _conv_geometry(graph: Graph, node: Node) -> dict:
-    n, c, h, w = _shape(graph, node.inputs[0])
-    _, m, oh, ow = _shape(graph, node.outputs[0])
+    n, c, h, w = _nchw(graph, node, node.inputs[0])
+    _, m, oh, ow = _nchw(graph, node, node.outputs[0])
     wt = graph.const(node.inputs[1])
     kh, kw = wt.shape[2:]
     a = node.attrs
@@ -320,6 +329,12 @@ def _q8_ok(em: _Emitter, node: Node, x_dt, w: np.ndarray, bias32: np.ndarray | N
         int(bias32.min(initial=0)) >= -(2**31) and int(bias32.max(initial=0)) < 2**31)
 
 
+def _nhwc_module():
+    from edgeq.engine.backends.c import nhwc
+
+    return nhwc
+
+
 def nhwc_conv_ok(graph: Graph, node: Node) -> bool:
     """True when the C backend has an NHWC kernel for this Conv/ConvRequant: the 8-bit
     path (proven int32 accumulator, u8/s8 input, int8 weights), 2-D, and depthwise or
@@ -356,6 +371,11 @@ def _rq_expr(em: _Emitter, node: Node, channels: int, out_rank: int, axis: int) 
 
 
 def _emit_conv(em: _Emitter, node: Node) -> None:
+    if node.attrs.get("layout") == "NHWC":
+        from edgeq.engine.backends.c import nhwc
+
+        nhwc.emit_conv(em, node)
+        return
     graph = em.graph
     g = _conv_geometry(graph, node)
     x, out = node.inputs[0], node.outputs[0]
@@ -473,14 +493,10 @@ def _emit_gemm(em: _Emitter, node: Node) -> None:
     flip = a_dt == np.dtype(np.int8)
     bias32 = bias - 128 * wi.sum(axis=1) if flip else bias
     if _q8_ok(em, node, a_dt, wi, bias32, k):
-        kp = -(-k // 4) * 4
-        wn = em.const("int8_t", pack_q8(wi, 1, kp), node.name + "_w")
-        bn = em.const("int32_t", bias32, node.name + "_b")
-        pb = _conv_block(kp, rows)
-        em.need("cols8", pb * kp)
-        em.need("acc32", 16 * pb)
-        em.layer(node, [f"eq_gemm_q8({head}, {wn}, {kp}, {bn}, {rq}, {em.ptr(out)}, {yc}, "
-                        "s_cols8, s_acc32);"])
+        from edgeq.engine.backends.c import nhwc
+
+        nhwc.emit_gemm_q8(em, node, rows, cols, k, wi, bias32, rq, em.ptr(a_name), ac,
+                          em.ptr(out), yc)
         return
     wn = em.const("int64_t", wi, node.name + "_w")
     bn = em.const("int64_t", bias, node.name + "_b") if c is not None else "NULL"
@@ -493,15 +509,18 @@ def _emit_requant(em: _Emitter, node: Node) -> None:
     graph = em.graph
     x, out = node.inputs[0], node.outputs[0]
     shape = _shape(graph, out)
-    axis = _rq_axis(graph, node, shape)
-    ch = shape[axis] if shape else 1
-    outer = int(np.prod(shape[:axis], dtype=np.int64))
-    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    lshape = _nchw(graph, node, out)  # mul/add broadcast against the NCHW shape
+    axis = _rq_axis(graph, node, lshape)
+    ch = lshape[axis] if lshape else 1
     try:
         expr = em.rq(node, node.inputs[1], node.inputs[2], ch,
                      lambda d, c: _channel_vector(d, c, len(shape), axis))
     except ValueError as exc:
         raise _unsupported(node, str(exc)) from None
+    if lshape != shape:  # NHWC: the NCHW channel axis 1 is stored last
+        axis = {0: 0, 1: 3, 2: 1, 3: 2}[axis]
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
     em.layer(node, [f"eq_requant({em.ptr(x)}, {DTYPE_CODES[_dt(graph, x)]}, {outer}, {ch}, "
                     f"{inner}, &(const eq_rq){expr}, {em.ptr(out)}, "
                     f"{DTYPE_CODES[_dt(graph, out)]});"])
@@ -539,8 +558,8 @@ def _emit_hadd(em: _Emitter, node: Node) -> None:
 
 # -- pools -------------------------------------------------------------------------------
 def _pool_geometry(graph: Graph, node: Node) -> dict:
-    n, c, h, w = _shape(graph, node.inputs[0])
-    _, _, oh, ow = _shape(graph, node.outputs[0])
+    n, c, h, w = _nchw(graph, node, node.inputs[0])
+    _, _, oh, ow = _nchw(graph, node, node.outputs[0])
     a = node.attrs
     if node.op.startswith("Global"):
         return dict(n=n, c=c, h=h, w=w, oh=1, ow=1, kh=h, kw=w, sh=1, sw=1, dh=1, dw=1,
@@ -567,6 +586,9 @@ def _emit_pool(em: _Emitter, node: Node) -> None:
     g = _pool_geometry(graph, node)
     x, out = node.inputs[0], node.outputs[0]
     shape = f"&(const eq_pool_shape){_shape_struct(g, 'pool')}"
+    if node.attrs.get("layout") == "NHWC":
+        _nhwc_module().emit_maxpool(em, node, shape)
+        return
     if node.op in ("MaxPool", "GlobalMaxPool"):
         em.layer(node, [f"eq_maxpool({shape}, {em.ptr(x)}, {DTYPE_CODES[_dt(graph, x)]}, "
                         f"{em.ptr(out)});"])
@@ -737,5 +759,6 @@ _EMIT = {
     "Sub": _emit_binary,
     "Mul": _emit_binary,
     "Concat": _emit_concat,
+    "LayoutConvert": lambda em, node: _nhwc_module().emit_layout_convert(em, node),
     "Gather": _emit_gather,
 }
