@@ -269,6 +269,11 @@ def _compile_armcl(args: argparse.Namespace) -> int:
           f"{cm.conversions} layout conversions")
     print(f"arena {p.arena_bytes} bytes, lower bound {p.lower_bound} bytes "
           f"(ratio {p.ratio:.3f}); binary {cm.binary_bytes} bytes")
+    if cm.armcl_layers:  # ACL's heap, measured by one run on a random input
+        from edgeq.engine.bench import bench_input
+
+        ws = cm.workspace_bytes(bench_input(cm.graph, args.batch))
+        print(f"ACL workspace {ws} bytes; arena + workspace {p.arena_bytes + ws} bytes")
     runner = " ".join([*cm.target.runner, str(cm.binary)])
     print(f"run: {runner} IN.npy OUT.npy [--repeat N] [--per-layer]")
     return 0

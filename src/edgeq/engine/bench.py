@@ -264,5 +264,17 @@ def compile_armcl(model, out_dir, backend: str, target: str = "cortex-a72", batc
                                  batch=batch)
             if cost_table:
                 table.save(cost_table)
+        _check_table_nodes(table, graph, batch, cost_table)
         spec = cost.auto_spec(table)
     return compile_mixed(graph, out_dir, spec, target=target, batch=batch, force=force)
+
+
+def _check_table_nodes(table, graph: Graph, batch: int, where) -> None:
+    """A cost table must describe this model: every node it names exists after the passes."""
+    from edgeq.engine.backends.c.project import prepare_graph
+
+    names = {n.name for n in prepare_graph(graph, batch).nodes}
+    unknown = [r.node for r in table.rows if r.node not in names]
+    if unknown:
+        raise ConfigError(f"cost table '{where or 'measured'}': node '{unknown[0]}' is not in "
+                          "this model (a table of another model?)")

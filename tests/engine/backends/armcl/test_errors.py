@@ -66,3 +66,15 @@ def test_cli_errors_exit_non_zero_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "node 'MaxPool_7' (MaxPool)" in err and len(err.strip().splitlines()) == 1
     assert not Path(out).exists()
+
+
+def test_cost_table_of_another_model_is_refused(tmp_path):
+    from edgeq.engine.bench import compile_armcl
+    from edgeq.errors import ConfigError
+
+    table = tmp_path / "other.json"
+    table.write_text('{"model": "x", "target": "cortex-a72", "batch": 1, "layers": '
+                     '[{"node": "zz", "op": "Conv", "c": 1, "armcl": 0}]}')
+    with pytest.raises(ConfigError, match="other.json': node 'zz' is not in this model"):
+        compile_armcl(DRONET, tmp_path / "out", "auto", cost_table=table)
+    assert not (tmp_path / "out").exists()
