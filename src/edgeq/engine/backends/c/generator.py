@@ -105,14 +105,14 @@ def _check_node(graph: Graph, node: Node) -> None:
         scaled = float(a.get("alpha", 1.0)) != 1.0 or float(a.get("beta", 1.0)) != 1.0
         if a.get("transA", 0) or scaled:
             raise _unsupported(node, "Gemm with transA or alpha/beta != 1")
-        if graph.const(node.inputs[1]) is None:
+        if _static_data(graph, node.inputs[1]) is None:
             raise _unsupported(node, "Gemm with a non-constant B")
     if node.op in ("MatMul", "MatMulRequant"):
-        b = graph.const(node.inputs[1])
+        b = _static_data(graph, node.inputs[1])
         if b is None or b.ndim != 2:
             raise _unsupported(node, "MatMul needs a constant 2-D right operand")
     if node.op in ("Conv", "ConvRequant"):
-        if graph.const(node.inputs[1]) is None:
+        if _static_data(graph, node.inputs[1]) is None:
             raise _unsupported(node, "Conv with non-constant weights")
     if node.op == "Gather" and graph.const(node.inputs[1]) is None:
         raise _unsupported(node, "Gather with non-constant indices")
@@ -125,12 +125,16 @@ def _check_node(graph: Graph, node: Node) -> None:
             raise _unsupported(node, "HarmonisedAdd inputs of different shapes")
     if node.op == "Clip" and any(i and graph.const(i) is None for i in node.inputs[1:]):
         raise _unsupported(node, "Clip with non-constant bounds")
+    if node.op in THIRDPARTY_OPS:
+        _tp_check(graph, node)
     for n in node.inputs:
         if n and graph.values[n].is_const and n not in _const_inputs_allowed(node):
             raise _unsupported(node, f"constant input '{n}' where a tensor is expected")
 
 
 def _const_inputs_allowed(node: Node) -> set[str]:
+    if node.op in THIRDPARTY_OPS:
+        return _tp_const_inputs(node)
     if node.op in LINEAR_OPS or node.op in ("RequantShift", "Gather", "Clip"):
         return set(node.inputs[1:])
     if node.op in ("Add", "Sub", "Mul", "Concat"):
@@ -762,3 +766,296 @@ _EMIT = {
     "LayoutConvert": lambda em, node: _nhwc_module().emit_layout_convert(em, node),
     "Gather": _emit_gather,
 }
+
+
+# ---------------------------------------------------------------------------------
+# third-party formats (NEMO, onnxruntime QDQ/QOperator, QONNX): kernels in
+# eq_thirdparty.c, the twins of reference/thirdparty.py. All read and write NCHW.
+# ---------------------------------------------------------------------------------
+QONNX_ROUND_CODES = {"ROUND": 0, "HALF_EVEN": 0, "CEIL": 1, "FLOOR": 2, "DOWN": 3, "UP": 4,
+                     "HALF_UP": 5, "HALF_DOWN": 6}
+DIV_ROUND_CODES = {"floor": 0, "trunc": 1, "half_even": 2}
+# op -> indices of its inputs that must be constants (scales, zero points, constants)
+_TP_PARAMS = {
+    "QLinearRequant": (1, 2),
+    "QLinearAddOrt": (1, 2, 4, 5, 6, 7),
+    "QLinearAvgPoolOrt": (1, 2, 3, 4),
+    "QuantizeLinear": (1, 2),
+    "DequantizeLinear": (1, 2),
+    "RequantDiv": (1, 2),
+    "Quant": (1, 2, 3),
+    "IntQuant": (1, 2, 3),
+    "BipolarQuant": (1,),
+    "Trunc": (1, 2, 3, 4, 5),
+    "Cast": (),
+}
+THIRDPARTY_OPS = frozenset(_TP_PARAMS)
+# the kernels read and write these layouts (the layout pass keeps NCHW around them)
+THIRDPARTY_LAYOUT = {op: "NCHW" for op in THIRDPARTY_OPS}
+
+
+def _static_data(graph: Graph, name: str) -> np.ndarray | None:
+    """A constant's data; or, for the output of a quantiser of constants (QDQ and QONNX
+    weights), the value prepare_graph's constant folding will give it; else None."""
+    data = graph.const(name)
+    if data is not None:
+        return data
+    from edgeq.engine.passes.fold import FOLDABLE, fold_node
+
+    node = graph.producer(name)
+    if node is None or node.op not in FOLDABLE:
+        return None
+    if not all(graph.values[i].is_const for i in node.inputs if i):
+        return None
+    return np.asarray(fold_node(graph, node)[node.outputs.index(name)])
+
+
+def _tp_params(node: Node) -> list[str]:
+    return [node.inputs[i] for i in _TP_PARAMS[node.op] if i < len(node.inputs) and node.inputs[i]]
+
+
+def _tp_const_inputs(node: Node) -> set[str]:
+    """Parameters; and the data of a quantiser that prepare_graph's constant folding
+    (passes/fold.py) evaluates before the generator runs."""
+    from edgeq.engine.passes.fold import FOLDABLE
+
+    extra = {node.inputs[0]} if node.op in FOLDABLE else set()
+    return set(_tp_params(node)) | extra
+
+
+def _tp_check(graph: Graph, node: Node) -> None:
+    """UnsupportedOpError for what eq_thirdparty.c does not implement."""
+    for name in _tp_params(node):
+        if graph.const(name) is None:
+            raise _unsupported(node, f"input '{name}' must be a constant")
+    x_dt, y_dt = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
+    op, a = node.op, node.attrs
+    if op in ("Quant", "IntQuant", "BipolarQuant", "Trunc"):
+        if x_dt != np.float32 or y_dt != np.float32:
+            raise _unsupported(node, "QONNX ops on float32 carriers only")
+        if op in ("Quant", "IntQuant") and graph.const(node.inputs[3]).size != 1:
+            raise _unsupported(node, "a per-channel bit width")
+        if op == "Trunc" and any(graph.const(n).size != 1 for n in node.inputs[1:] if n):
+            raise _unsupported(node, "per-channel Trunc constants")
+        if op == "Trunc" and len(node.inputs) not in (5, 6):
+            raise _unsupported(node, f"{len(node.inputs)} inputs")
+    if op == "DequantizeLinear" and (a.get("block_size") or y_dt != np.float32):
+        raise _unsupported(node, "blocked or non-float32 DequantizeLinear")
+    if op == "QuantizeLinear" and (a.get("block_size") or a.get("output_dtype")):
+        raise _unsupported(node, "blocked QuantizeLinear or output_dtype")
+    if op == "QLinearAddOrt":
+        out = _shape(graph, node.outputs[0])
+        if _shape(graph, node.inputs[0]) != out or _shape(graph, node.inputs[3]) != out:
+            raise _unsupported(node, "QLinearAdd with broadcasting")
+    if op == "RequantDiv" and DIV_ROUND_CODES.get(a.get("rounding", "floor")) is None:
+        raise _unsupported(node, f"rounding {a.get('rounding')!r}")
+    if op in ("Quant", "IntQuant", "Trunc"):
+        mode = str(a.get("rounding_mode", "ROUND" if op != "Trunc" else "FLOOR")).upper()
+        if mode not in QONNX_ROUND_CODES:
+            raise _unsupported(node, f"rounding_mode {mode!r}")
+    if op in ("QLinearRequant", "QuantizeLinear", "DequantizeLinear", "RequantDiv", "Quant",
+              "IntQuant", "BipolarQuant"):
+        _tp_split(graph, node, _tp_params(node)[:2])
+
+
+def _tp_axis_of(graph: Graph, node: Node, names: list[str], rank: int) -> int | None:
+    """The one axis along which the constants ``names`` vary, numpy-broadcast against
+    the output (QuantizeLinear/DequantizeLinear: their ``axis`` attribute); None if all
+    are scalars."""
+    sizes = [np.asarray(graph.const(n)) for n in names]
+    if all(a.size == 1 for a in sizes):
+        return None
+    if node.op in ("QuantizeLinear", "DequantizeLinear"):
+        return int(node.attrs.get("axis", 1)) % rank
+    axes = set()
+    for a in sizes:
+        if a.size > 1:
+            shape = (1,) * (rank - a.ndim) + a.shape
+            axes |= {i for i, d in enumerate(shape) if d != 1}
+    if len(axes) != 1:
+        raise _unsupported(node, "constants that vary along several axes")
+    return axes.pop()
+
+
+def _tp_split(graph: Graph, node: Node, names: list[str]) -> tuple[int, int, int, int | None]:
+    """(outer, channels, inner, axis) of the output seen as [outer][channels][inner]."""
+    shape = _shape(graph, node.outputs[0])
+    axis = _tp_axis_of(graph, node, names, len(shape))
+    if axis is None:
+        return int(np.prod(shape, dtype=np.int64)), 1, 1, None
+    for n in names:
+        a = np.asarray(graph.const(n))
+        if a.size not in (1, shape[axis]):
+            raise _unsupported(node, f"constant '{n}' of shape {a.shape} against {shape}")
+    return (int(np.prod(shape[:axis], dtype=np.int64)), shape[axis],
+            int(np.prod(shape[axis + 1:], dtype=np.int64)), axis)
+
+
+def _tp_vec(em: _Emitter, node: Node, name: str | None, channels: int, ctype: str,
+            default=0):
+    """One value per channel (a scalar repeated) as a const C array; returns its name."""
+    a = np.full(1, default) if name is None else np.asarray(em.graph.const(name)).reshape(-1)
+    a = np.broadcast_to(a, (channels,)) if a.size == 1 else a
+    dt = np.float32 if ctype == "float" else np.int64
+    return em.const(ctype, a.astype(dt), f"{node.name}_{ctype}")
+
+
+def _tp_scalar(graph: Graph, name: str | None, dtype=np.float32):
+    return dtype(0) if not name else np.asarray(graph.const(name)).reshape(-1)[0].astype(dtype)
+
+
+def _tp_f(v) -> str:
+    return _c_float(float(np.float32(v)), "float")
+
+
+def _tp_io(em: _Emitter, node: Node) -> tuple[str, str, str, str]:
+    g = em.graph
+    x, y = node.inputs[0], node.outputs[0]
+    return em.ptr(x), DTYPE_CODES[_dt(g, x)], em.ptr(y), DTYPE_CODES[_dt(g, y)]
+
+
+def _emit_qlinear_requant(em: _Emitter, node: Node) -> None:
+    x, xc, y, yc = _tp_io(em, node)
+    outer, ch, inner, _ = _tp_split(em.graph, node, node.inputs[1:3])
+    m = _tp_vec(em, node, node.inputs[1], ch, "float")
+    z = _tp_vec(em, node, node.inputs[2], ch, "int64_t")
+    lo, hi = _c_int(int(node.attrs["lo"])), _c_int(int(node.attrs["hi"]))
+    em.layer(node, [f"eq_qlinear_requant({x}, {xc}, {outer}, {ch}, {inner}, {m}, {z}, {lo}, "
+                    f"{hi}, {y}, {yc});"])
+
+
+def _emit_qlinear_add_ort(em: _Emitter, node: Node) -> None:
+    g, ins = em.graph, node.inputs
+    a, b, y = ins[0], ins[3], node.outputs[0]
+    sa, sb, sc = (_tp_f(_tp_scalar(g, ins[i])) for i in (1, 4, 6))
+    za, zb, zc = (_c_int(int(_tp_scalar(g, ins[i], np.int64))) for i in (2, 5, 7))
+    lo, hi = _c_int(int(node.attrs["lo"])), _c_int(int(node.attrs["hi"]))
+    em.layer(node, [f"eq_qlinear_add_ort({em.ptr(a)}, {DTYPE_CODES[_dt(g, a)]}, {em.ptr(b)}, "
+                    f"{DTYPE_CODES[_dt(g, b)]}, {_numel(g, y)}, {sa}, {za}, {sb}, {zb}, {sc}, "
+                    f"{zc}, {int(node.attrs.get('u8_shift', 0))}, {lo}, {hi}, {em.ptr(y)}, "
+                    f"{DTYPE_CODES[_dt(g, y)]});"])
+
+
+def _emit_qlinear_gavg_ort(em: _Emitter, node: Node) -> None:
+    g, ins = em.graph, node.inputs
+    x, xc, y, yc = _tp_io(em, node)
+    shape = _shape(g, ins[0])
+    nc, hw = shape[0] * shape[1], int(np.prod(shape[2:], dtype=np.int64))
+    sx, sy = _tp_f(_tp_scalar(g, ins[1])), _tp_f(_tp_scalar(g, ins[3]))
+    zx, zy = (_c_int(int(_tp_scalar(g, ins[i], np.int64))) for i in (2, 4))
+    lo, hi = _c_int(int(node.attrs["lo"])), _c_int(int(node.attrs["hi"]))
+    em.layer(node, [f"eq_qlinear_gavg_ort({x}, {xc}, {nc}, {hw}, {sx}, {zx}, {sy}, {zy}, {lo}, "
+                    f"{hi}, {y}, {yc});"])
+
+
+def _emit_quantize_linear(em: _Emitter, node: Node) -> None:
+    from edgeq.engine.backends.reference.thirdparty import INT_TYPE_RANGES
+
+    g = em.graph
+    x, xc, y, yc = _tp_io(em, node)
+    zp_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    zp_dt = np.dtype(np.uint8) if zp_name is None else np.asarray(g.const(zp_name)).dtype
+    lo, hi = INT_TYPE_RANGES[zp_dt.name]
+    outer, ch, inner, _ = _tp_split(g, node, _tp_params(node))
+    s = _tp_vec(em, node, node.inputs[1], ch, "float")
+    z = _tp_vec(em, node, zp_name, ch, "int64_t")
+    em.layer(node, [f"eq_quantize_linear({x}, {xc}, {outer}, {ch}, {inner}, {s}, {z}, "
+                    f"{_c_int(lo)}, {_c_int(hi)}, {y}, {yc});"])
+
+
+def _emit_dequantize_linear(em: _Emitter, node: Node) -> None:
+    x, xc, y, _ = _tp_io(em, node)
+    zp_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    outer, ch, inner, _ = _tp_split(em.graph, node, _tp_params(node))
+    s = _tp_vec(em, node, node.inputs[1], ch, "float")
+    z = _tp_vec(em, node, zp_name, ch, "int64_t")
+    em.layer(node, [f"eq_dequantize_linear({x}, {xc}, {outer}, {ch}, {inner}, {s}, {z}, "
+                    f"(float *){y});"])
+
+
+def _emit_requant_div(em: _Emitter, node: Node) -> None:
+    x, xc, y, yc = _tp_io(em, node)
+    a = node.attrs
+    div = int(a.get("div", 1))
+    if not 1 <= div < 2**62:
+        raise _unsupported(node, f"div={div} outside [1, 2^62)")
+    outer, ch, inner, _ = _tp_split(em.graph, node, node.inputs[1:3])
+    m = _tp_vec(em, node, node.inputs[1], ch, "int64_t")
+    ad = _tp_vec(em, node, node.inputs[2], ch, "int64_t")
+    rnd = DIV_ROUND_CODES[a.get("rounding", "floor")]
+    em.layer(node, [f"eq_requant_div({x}, {xc}, {outer}, {ch}, {inner}, {m}, {ad}, {_c_int(div)}, "
+                    f"{rnd}, {_c_int(int(a['lo']))}, {_c_int(int(a['hi']))}, {y}, {yc});"])
+
+
+def _emit_qonnx_quant(em: _Emitter, node: Node) -> None:
+    from edgeq.engine.backends.reference.thirdparty import qonnx_bounds
+
+    g, a = em.graph, node.attrs
+    x, _, y, _ = _tp_io(em, node)
+    outer, ch, inner, _ = _tp_split(g, node, node.inputs[1:3])
+    s = _tp_vec(em, node, node.inputs[1], ch, "float")
+    z = _tp_vec(em, node, node.inputs[2], ch, "float")
+    bits = np.asarray(g.const(node.inputs[3]))
+    signed, narrow = bool(a.get("signed", 1)), bool(a.get("narrow", 1))
+    bipolar = int(bool(np.all(bits == 1) and signed))
+    lo, hi = (np.asarray(v).reshape(-1)[0] for v in qonnx_bounds(signed, narrow, bits))
+    mode = QONNX_ROUND_CODES[str(a.get("rounding_mode", "ROUND")).upper()]
+    em.layer(node, [f"eq_qonnx_quant((const float *){x}, {outer}, {ch}, {inner}, {s}, {z}, "
+                    f"{_tp_f(lo)}, {_tp_f(hi)}, {bipolar}, {mode}, (float *){y});"])
+
+
+def _emit_qonnx_bipolar(em: _Emitter, node: Node) -> None:
+    x, _, y, _ = _tp_io(em, node)
+    outer, ch, inner, _ = _tp_split(em.graph, node, node.inputs[1:2])
+    s = _tp_vec(em, node, node.inputs[1], ch, "float")
+    em.layer(node, [f"eq_qonnx_bipolar((const float *){x}, {outer}, {ch}, {inner}, {s}, "
+                    f"(float *){y});"])
+
+
+def _emit_qonnx_trunc(em: _Emitter, node: Node) -> None:
+    """The divisor and output constants are evaluated here with the reference's own
+    float32 NumPy expressions (constant folding), the per-element work in C."""
+    from edgeq.engine.backends.reference.thirdparty import qonnx_bounds
+
+    g, a = em.graph, node.attrs
+    x, _, y, _ = _tp_io(em, node)
+    scale, zp, in_bits, *rest = (np.asarray(g.const(n)) for n in node.inputs[1:])
+    clamp, lo, hi = 0, np.float32(0), np.float32(0)
+    if len(rest) == 1:
+        k = 2.0 ** (in_bits - rest[0])
+        out_zp, out_scale = zp, scale
+    else:
+        out_s, out_bits = rest
+        k = 2 ** np.round(np.log2(out_s / scale))
+        signed = bool(1 if a.get("signed") is None else a["signed"])
+        lo, hi = qonnx_bounds(signed, bool(a.get("narrow") or 0), out_bits)
+        clamp, out_zp, out_scale = 1, zp / k, out_s
+    mode = QONNX_ROUND_CODES[str(a.get("rounding_mode", "FLOOR")).upper()]
+    vals = [_tp_f(np.asarray(v).reshape(-1)[0]) for v in (scale, zp, k)]
+    tail = [_tp_f(np.asarray(v).reshape(-1)[0]) for v in (lo, hi)]
+    outs = [_tp_f(np.asarray(v).reshape(-1)[0]) for v in (out_zp, out_scale)]
+    em.layer(node, [f"eq_qonnx_trunc((const float *){x}, {_numel(g, node.outputs[0])}, "
+                    f"{', '.join(vals)}, {clamp}, {', '.join(tail)}, {mode}, {', '.join(outs)}, "
+                    f"(float *){y});"])
+
+
+def _emit_cast(em: _Emitter, node: Node) -> None:
+    x, xc, y, yc = _tp_io(em, node)
+    em.layer(node, [f"eq_cast({x}, {xc}, {_numel(em.graph, node.outputs[0])}, {y}, {yc});"])
+
+
+THIRDPARTY_EMIT = {
+    "QLinearRequant": _emit_qlinear_requant,
+    "QLinearAddOrt": _emit_qlinear_add_ort,
+    "QLinearAvgPoolOrt": _emit_qlinear_gavg_ort,
+    "QuantizeLinear": _emit_quantize_linear,
+    "DequantizeLinear": _emit_dequantize_linear,
+    "RequantDiv": _emit_requant_div,
+    "Quant": _emit_qonnx_quant,
+    "IntQuant": _emit_qonnx_quant,
+    "BipolarQuant": _emit_qonnx_bipolar,
+    "Trunc": _emit_qonnx_trunc,
+    "Cast": _emit_cast,
+}
+SUPPORTED_OPS = SUPPORTED_OPS | THIRDPARTY_OPS
+_EMIT.update(THIRDPARTY_EMIT)

@@ -157,4 +157,7 @@ void eq_maxpool_nhwc(const eq_pool_shape *s, const void *x, int dt, void *y);
 /* LayoutConvert: y = transpose(x, perm), 4-D, elements of es bytes. */
 void eq_transpose4(const void *x, size_t es, const int *shape, const int *perm, void *y);
 
+/* ---- third-party formats: NEMO, onnxruntime QDQ/QOperator, QONNX ---- */
+#include "eq_thirdparty.h"
+
 #endif
