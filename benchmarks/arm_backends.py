@@ -121,7 +121,7 @@ def measure_model(name: str, graph, x, golden=None) -> dict:
                 "spec": str(cm.spec), "bit_exact": bool(exact),
                 "armcl_layers": len(cm.armcl_layers), "layout_conversions": cm.conversions,
                 "binary_bytes": cm.binary_bytes, "arena_bytes": cm.arena_bytes,
-                "acl_workspace_bytes": cm.workspace_bytes(feeds),
+                **_acl(cm, feeds),
                 "instructions": sum(n for *_, n in layers),
                 "layers": [{"node": nd, "op": op, "backend": cm.assignment.get(nd, "c"),
                             "instructions": n} for nd, op, n in layers]}
@@ -131,15 +131,24 @@ def measure_model(name: str, graph, x, golden=None) -> dict:
     return {"cost_table": table.to_json(), "variants": variants}
 
 
+def _acl(cm, feeds) -> dict:
+    if not cm.armcl_layers:
+        return {"acl_workspace_bytes": 0, "acl_gemms": 0, "acl_a_in_place": 0}
+    r = cm.acl_report(feeds)
+    return {"acl_workspace_bytes": r["workspace_bytes"], "acl_gemms": r["gemms"],
+            "acl_a_in_place": r["a_in_place"]}
+
+
 def format_model(name: str, data: dict) -> str:
     lines = [f"== {name} (cortex-a72, instructions under qemu; ratio = variant / all-C)",
              f"{'variant':10} {'Minsn':>9} {'ratio':>6} {'armcl':>5} {'conv':>4} "
-             f"{'binary KB':>9} {'arena KB':>8} {'ACL ws KB':>9}  exact"]
+             f"{'binary KB':>9} {'arena KB':>8} {'ACL ws KB':>9} {'A in place':>10}  exact"]
     for label, v in data["variants"].items():
         lines.append(f"{label:10} {v['instructions'] / 1e6:9.2f} {v['ratio_to_all_c']:6.2f} "
                      f"{v['armcl_layers']:5d} {v['layout_conversions']:4d} "
                      f"{v['binary_bytes'] / 1024:9.0f} {v['arena_bytes'] / 1024:8.0f} "
-                     f"{v['acl_workspace_bytes'] / 1024:9.0f}  {v['bit_exact']}")
+                     f"{v['acl_workspace_bytes'] / 1024:9.0f} "
+                     f"{v['acl_a_in_place']:4d} of {v['acl_gemms']:3d}  {v['bit_exact']}")
     rows = data["cost_table"]["layers"]
     lines.append(f"per layer (kinsn): {'node':24} {'op':14} {'c':>10} {'armcl':>10} best")
     for r in rows:

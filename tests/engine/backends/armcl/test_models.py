@@ -41,7 +41,11 @@ def test_f2t_models_bit_exact_all_armcl_and_mixed(acl, name):
     assert len(full.armcl_layers) >= (14 if name == "mobilenet" else 3)
     mixed = _check(graph, x, _alternate_spec(graph))
     assert 0 < len(mixed.armcl_layers) < len(full.armcl_layers)
+    report = full.acl_report({graph.inputs[0]: x})
+    assert report["gemms"] == len(full.armcl_layers) and report["workspace_bytes"] > 0
     if name == "mobilenet":  # depthwise convolutions stay on C: no exact ACL path
+        # pointwise layers over NHWC u8 activations: ACL reads the arena in place
+        assert report["a_in_place"] > 0
         dw = [n.name for n in full.graph.nodes
               if n.op == "ConvRequant" and int(n.attrs.get("group", 1)) > 1]
         assert dw and all(full.assignment[n] == "c" for n in dw)

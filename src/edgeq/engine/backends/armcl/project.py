@@ -283,17 +283,25 @@ class MixedModel(cproj.CompiledModel):
 
     def workspace_bytes(self, feeds) -> int:
         """Bytes ACL and its glue keep allocated after one run (0 without armcl layers)."""
-        if not self.armcl_layers:
-            return 0
+        return self.acl_report(feeds)["workspace_bytes"] if self.armcl_layers else 0
+
+    def acl_report(self, feeds) -> dict:
+        """One run's ACL figures: workspace bytes, GEMMs, GEMMs reading A in place."""
         with tempfile.TemporaryDirectory(prefix="edgeq-run-") as tmp:
             ins = self._write_inputs(feeds, Path(tmp))
             outs = [str(Path(tmp) / f"out{k}.npy") for k in range(len(self.graph.outputs))]
             proc = subprocess.run(self.command(*ins, *outs), capture_output=True, text=True,
                                   env={**os.environ, "EQ_ACL_REPORT": "1"})
+        out = {}
         for line in proc.stderr.splitlines():
-            if line.startswith("acl_workspace_bytes "):
-                return int(line.split()[1])
-        raise BuildError(f"{self.binary}: no acl_workspace_bytes line ({proc.stderr.strip()})")
+            parts = line.split()
+            if parts and parts[0] == "acl_workspace_bytes":
+                out["workspace_bytes"] = int(parts[1])
+            elif parts and parts[0] == "acl_gemms":
+                out["gemms"], out["a_in_place"] = int(parts[1]), int(parts[3])
+        if len(out) != 3:
+            raise BuildError(f"{self.binary}: no ACL report ({proc.stderr.strip()[-200:]})")
+        return out
 
 
 def _fused_conversions(prep: Prepared) -> int:

@@ -38,6 +38,7 @@ int32_t *g_d = nullptr;
 bool g_bound = false;
 size_t g_workspace = 0;
 size_t g_base = 0;  // heap bytes before the first GEMM was created
+size_t g_gemms = 0, g_in_place = 0;  // GEMMs, and those reading A from the arena
 
 // Bytes the process heap holds now: small blocks plus mmap-ed large ones.
 size_t heap_bytes() {
@@ -116,6 +117,8 @@ extern "C" eqa_gemm *eqa_gemm_create(int m, int n, int k, const uint8_t *a, int 
     uint8_t *bp = g->b.buffer() + g->b.info()->offset_first_element_in_bytes();
     for (int r = 0; r < k; r++) std::memcpy(bp + r * bstride, b + (size_t)r * n, (size_t)n);
     g_all.push_back(g);
+    g_gemms++;
+    g_in_place += !g->a_shared;
     return g;
 }
 
@@ -152,8 +155,11 @@ extern "C" void eqa_gemm_run(eqa_gemm *g) {
 
 extern "C" size_t eqa_workspace_bytes(void) { return g_workspace; }
 
-// EQ_ACL_REPORT=1: print the workspace figure on exit, for the Python side to read.
+// EQ_ACL_REPORT=1: print the workspace figure and how many GEMMs read A in place (the
+// arena bytes themselves) on exit, for the Python side to read.
 __attribute__((destructor)) static void report() {
-    if (std::getenv("EQ_ACL_REPORT"))
-        std::fprintf(stderr, "acl_workspace_bytes %zu\n", g_workspace);
+    // plain counters only: g_all may already be destroyed when destructors run
+    if (!std::getenv("EQ_ACL_REPORT")) return;
+    std::fprintf(stderr, "acl_workspace_bytes %zu\n", g_workspace);
+    std::fprintf(stderr, "acl_gemms %zu a_in_place %zu\n", g_gemms, g_in_place);
 }
