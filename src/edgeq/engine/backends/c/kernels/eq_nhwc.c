@@ -35,20 +35,28 @@ static inline rq_vec rq_setup(const eq_rq *rq) {
 
 static inline __mmask16 lanes(int n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
 
-/* n valid lanes (the rest of mul/add is not read) */
-static inline __m128i rq16(__m512i acc, const int64_t *mul, const int64_t *add, const rq_vec *r,
-                           int n) {
-    const __mmask8 m0 = (__mmask8)lanes(n), m1 = (__mmask8)(lanes(n) >> 8);
+/* the per-channel constants of 16 lanes (n valid; the rest of mul/add is not read) */
+typedef struct {
+    __m512i m0, m1, a0, a1;
+} rq_ch;
+
+static inline rq_ch rq_load(const int64_t *mul, const int64_t *add, int n) {
+    const __mmask8 k0 = (__mmask8)lanes(n), k1 = (__mmask8)(lanes(n) >> 8);
+    const rq_ch c = {_mm512_maskz_loadu_epi64(k0, mul), _mm512_maskz_loadu_epi64(k1, mul + 8),
+                     _mm512_maskz_loadu_epi64(k0, add), _mm512_maskz_loadu_epi64(k1, add + 8)};
+    return c;
+}
+
+static inline __m128i rq16c(__m512i acc, const rq_ch *c, const rq_vec *r) {
     __m512i a0 = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc));
     __m512i a1 = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc, 1));
-    a0 = _mm512_mullo_epi64(a0, _mm512_maskz_loadu_epi64(m0, mul));
-    a1 = _mm512_mullo_epi64(a1, _mm512_maskz_loadu_epi64(m1, mul + 8));
-    a0 = _mm512_sra_epi64(_mm512_add_epi64(a0, _mm512_maskz_loadu_epi64(m0, add)), r->sh);
-    a1 = _mm512_sra_epi64(_mm512_add_epi64(a1, _mm512_maskz_loadu_epi64(m1, add + 8)), r->sh);
+    a0 = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mullo_epi64(a0, c->m0), c->a0), r->sh);
+    a1 = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mullo_epi64(a1, c->m1), c->a1), r->sh);
     a0 = _mm512_min_epi64(_mm512_max_epi64(a0, r->lo), r->hi);
     a1 = _mm512_min_epi64(_mm512_max_epi64(a1, r->lo), r->hi);
     return _mm_unpacklo_epi64(_mm512_cvtepi64_epi8(a0), _mm512_cvtepi64_epi8(a1));
 }
+
 #endif
 
 /* y[off + j] = rq_j(acc[j]) for j < m (channels j0 + j): per-channel mul/add. */
@@ -90,7 +98,7 @@ static inline uint32_t load4(const uint8_t *row, int k, int k_len, uint32_t flip
  * int32 sums to out[r*64 + j]. */
 static inline __attribute__((always_inline)) void tile_vnni(
     const uint8_t *a, size_t lda, int K, uint32_t flip, const int8_t *w, int kp,
-    const int R, const int NB, int nj, const int32_t *bias, const int64_t *mul,
+    const int R, const int NB, const int FL, int nj, const int32_t *bias, const int64_t *mul,
     const int64_t *add, const rq_vec *rv, uint8_t *y8, size_t ldy, int32_t *out) {
     __m512i acc[4][4];
     for (int r = 0; r < R; r++)
@@ -104,7 +112,8 @@ static inline __attribute__((always_inline)) void tile_vnni(
         for (int r = 0; r < R; r++) {
             int32_t v;
             memcpy(&v, a + (size_t)r * lda + 4 * k4, 4);
-            const __m512i av = _mm512_xor_si512(_mm512_set1_epi32(v), fl);
+            const __m512i bc = _mm512_set1_epi32(v);
+            const __m512i av = FL ? _mm512_xor_si512(bc, fl) : bc; /* FL: s8 activations */
             for (int b = 0; b < NB; b++) acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], av, wv[b]);
         }
     }
@@ -121,13 +130,15 @@ static inline __attribute__((always_inline)) void tile_vnni(
     for (int b = 0; b < NB; b++) {
         const int n = nj - 16 * b;
         const __m512i bv = _mm512_maskz_loadu_epi32(lanes(n), bias + 16 * b);
-        for (int r = 0; r < R; r++) {
-            const __m512i v = _mm512_add_epi32(acc[r][b], bv);
-            if (y8)
+        if (y8) {
+            const rq_ch c = rq_load(mul + 16 * b, add + 16 * b, n);
+            for (int r = 0; r < R; r++)
                 _mm_mask_storeu_epi8(y8 + (size_t)r * ldy + 16 * b, lanes(n),
-                                     rq16(v, mul + 16 * b, add + 16 * b, rv, n));
-            else
-                _mm512_storeu_si512((void *)(out + (size_t)r * 64 + b * 16), v);
+                                     rq16c(_mm512_add_epi32(acc[r][b], bv), &c, rv));
+        } else {
+            for (int r = 0; r < R; r++)
+                _mm512_storeu_si512((void *)(out + (size_t)r * 64 + b * 16),
+                                    _mm512_add_epi32(acc[r][b], bv));
         }
     }
 }
@@ -153,9 +164,17 @@ static void tile_c(const uint8_t *a, int K, uint32_t flip, const int8_t *w, int 
 #endif
 
 #ifdef EQ_NHWC_VNNI
-#define TILE(R, NB)                                                                      \
-    tile_vnni(ap, lda, K, flip, wb, kp, R, NB, nj, bias + jb, mul + jb, add + jb, &rv,   \
+#define TILE1(R, NB, FL)                                                                 \
+    tile_vnni(ap, lda, K, flip, wb, kp, R, NB, FL, nj, bias + jb, mul + jb, add + jb, &rv, \
               y8 ? y8 + (size_t)p * ldy + jb : NULL, ldy, out)
+/* constant R, NB and FL: the tile's loops unroll and its accumulators stay in registers */
+#define TILE(R, NB)                                                                      \
+    do {                                                                                 \
+        if (flip)                                                                        \
+            TILE1(R, NB, 1);                                                             \
+        else                                                                             \
+            TILE1(R, NB, 0);                                                             \
+    } while (0)
 #endif
 
 /* Rows [p0, p1) x output channels [j0, j1) (j0 a multiple of 16). */
@@ -266,8 +285,14 @@ int eq_nhwc_block(int kp) {
 static void im2col_nhwc(const eq_conv_shape *s, const uint8_t *x, uint8_t flip, int q0, int nq,
                         int kp, uint8_t *cols) {
     const int C = s->c, H = s->h, W = s->w, OW = s->ow, OHW = s->oh * s->ow;
-    for (int i = 0; i < nq; i++) {
-        const int q = q0 + i, ni = q / OHW, oy = (q % OHW) / OW, ox = q % OW;
+    const uint8_t *x_end = x + (size_t)s->n * H * W * C, *cols_end = cols + (size_t)nq * kp;
+    const uint64_t flip64 = flip ? 0x8080808080808080ull : 0;
+    int ni = q0 / OHW, oy = (q0 % OHW) / OW, ox = q0 % OW;
+    for (int i = 0; i < nq; i++, ox++) {
+        if (ox == OW) {
+            ox = 0;
+            if (++oy == s->oh) oy = 0, ni++;
+        }
         uint8_t *col = cols + (size_t)i * kp;
         int t = 0;
         for (int ky = 0; ky < s->kh; ky++) {
@@ -275,8 +300,19 @@ static void im2col_nhwc(const eq_conv_shape *s, const uint8_t *x, uint8_t flip, 
             if (s->dw == 1 && iy >= 0 && iy < H && ox * s->sw - s->pl >= 0 &&
                 ox * s->sw - s->pl + s->kw <= W) { /* the whole kx run is one span */
                 const uint8_t *src = x + (((size_t)ni * H + iy) * W + ox * s->sw - s->pl) * C;
-                const int span = s->kw * C;
-                for (int e = 0; e < span; e++) col[t + e] = src[e] ^ flip;
+                const int span = s->kw * C, span16 = (span + 15) & ~15;
+                if (src + span16 <= x_end && col + t + span16 <= cols_end) {
+                    /* 8-byte words; the bytes copied past the span are overwritten by
+                     * the next span or the zero tail */
+                    for (int e = 0; e < span16; e += 8) {
+                        uint64_t v;
+                        memcpy(&v, src + e, 8);
+                        v ^= flip64;
+                        memcpy(col + t + e, &v, 8);
+                    }
+                } else {
+                    for (int e = 0; e < span; e++) col[t + e] = src[e] ^ flip;
+                }
                 t += span;
                 continue;
             }
@@ -383,6 +419,7 @@ static void dw_row_vnni(const dw_ctx *d, int ni, int oy, const rq_vec *rv) {
         for (int t = 0; t < KH * KW; t++)
             wv[t] = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, d->w + (size_t)t * C + cb));
         const __m512i bv = _mm512_maskz_loadu_epi32(mk, d->bias + cb);
+        const rq_ch rc = rq_load(d->rq->mul + cb, d->rq->add + cb, nc);
         const size_t xs = (size_t)s->sw * C; /* x step between neighbouring outputs */
         int ox = 0;
         for (; ox < OW; ox++) {
@@ -410,7 +447,7 @@ static void dw_row_vnni(const dw_ctx *d, int ni, int oy, const rq_vec *rv) {
                 const __m512i av[4] = {a0, a1, a2, a3};
                 for (int j = 0; j < 4; j++)
                     _mm_mask_storeu_epi8(yr + (size_t)(ox + j) * C + cb, mk,
-                                         rq16(av[j], d->rq->mul + cb, d->rq->add + cb, rv, nc));
+                                         rq16c(av[j], &rc, rv));
                 ox += 3;
                 continue;
             }
@@ -425,8 +462,7 @@ static void dw_row_vnni(const dw_ctx *d, int ni, int oy, const rq_vec *rv) {
                     acc = _mm512_dpwssd_epi32(acc, xv, wv[ky * KW + kx]);
                 }
             }
-            _mm_mask_storeu_epi8(yr + (size_t)ox * C + cb, mk,
-                                 rq16(acc, d->rq->mul + cb, d->rq->add + cb, rv, nc));
+            _mm_mask_storeu_epi8(yr + (size_t)ox * C + cb, mk, rq16c(acc, &rc, rv));
         }
     }
 }
