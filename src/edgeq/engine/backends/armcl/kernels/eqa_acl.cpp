@@ -4,8 +4,9 @@
 // strides are known only after configure(). So: A is the arena bytes themselves when
 // ACL asks no padding of it (import_memory), else one shared scratch matrix with ACL's
 // strides that edgeq's im2col/copy fills; D (S32) is one shared scratch matrix; B is
-// copied once into ACL's padded layout and reshaped by ACL on the first run. (The copy
-// stays: ACL 20.08 still reads it after the first run, freeing it crashed the second.)
+// the constant weights themselves when ACL asks no padding of them, else copied once
+// into ACL's padded layout (the copy stays: ACL 20.08 still reads B after the first
+// run, freeing it crashed the second); ACL reshapes B on the first run.
 // The workspace reported is the heap growth from the first configure to the end of the
 // last first run: everything ACL or this glue keeps allocated.
 #include <malloc.h>
@@ -112,10 +113,14 @@ extern "C" eqa_gemm *eqa_gemm_create(int m, int n, int k, const uint8_t *a, int 
         check("import_memory (A)", g->a.allocator()->import_memory(const_cast<uint8_t *>(a)));
     else
         g->a_shared = true;
-    g->b.allocator()->allocate();
-    const size_t bstride = g->b.info()->strides_in_bytes()[1];
-    uint8_t *bp = g->b.buffer() + g->b.info()->offset_first_element_in_bytes();
-    for (int r = 0; r < k; r++) std::memcpy(bp + r * bstride, b + (size_t)r * n, (size_t)n);
+    if (unpadded(g->b)) {  // ACL only reads B: the constant weights serve as they are
+        check("import_memory (B)", g->b.allocator()->import_memory(const_cast<uint8_t *>(b)));
+    } else {
+        g->b.allocator()->allocate();
+        const size_t bstride = g->b.info()->strides_in_bytes()[1];
+        uint8_t *bp = g->b.buffer() + g->b.info()->offset_first_element_in_bytes();
+        for (int r = 0; r < k; r++) std::memcpy(bp + r * bstride, b + (size_t)r * n, (size_t)n);
+    }
     g_all.push_back(g);
     g_gemms++;
     g_in_place += !g->a_shared;
