@@ -92,3 +92,53 @@ def test_float_to_int_cast_may_be_any_value_of_its_type():
     vals = [value("x", (3,), np.float32), value("y", (3,), np.int16)]
     _, ranges = _bounds([node("Cast", "c", ["x"], ["y"], to=5)], vals, ["x"], ["y"])
     assert ranges["y"] == (-32768, 32767)
+
+
+def _zp_conv_graph(z, pads, dtype=np.uint8):
+    """x (8-bit) -> Sub(z) -> Conv(w, b, pads) -> acc (int64), as the QDQ importer writes
+    onnxruntime's QLinearConv with a nonzero input zero point."""
+    rng = np.random.default_rng(3)
+    w = rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8)
+    b = rng.integers(-1000, 1000, 4).astype(np.int32)
+    rngx = U8 if dtype == np.uint8 else IntRange.from_bits(8, True)
+    nodes = [node("Sub", "sub", ["x", "z"], ["xc"]),
+             node("Conv", "conv", ["xc", "w", "b"], ["acc"], pads=list(pads), strides=[2, 1],
+                  kernel_shape=[3, 3])]
+    oh = (6 + pads[0] + pads[2] - 3) // 2 + 1
+    ow = 5 + pads[1] + pads[3] - 2
+    values = [value("x", (2, 3, 6, 5), dtype, rngx), const("z", np.array([z], np.int64)),
+              value("xc", (2, 3, 6, 5), np.int64), const("w", w), const("b", b),
+              value("acc", (2, 4, oh, ow), np.int64)]
+    return graph(nodes, values, ["x"], ["acc"])
+
+
+@pytest.mark.parametrize("z, pads, dtype", [(117, (1, 1, 1, 1), np.uint8),
+                                            (-5, (0, 2, 1, 0), np.int8),
+                                            (9, (0, 0, 0, 0), np.uint8)])
+def test_input_zero_point_moves_into_a_pad_and_the_bias(z, pads, dtype):
+    from edgeq.engine.passes.fold import absorb_input_zero_point
+
+    g = _zp_conv_graph(z, pads, dtype)
+    out = absorb_input_zero_point(g)
+    out.validate()
+    ops = [n.op for n in out.nodes]
+    assert ops == (["Pad", "Conv"] if any(pads) else ["Conv"])
+    conv = out.nodes[-1]
+    assert out.values[conv.inputs[0]].dtype == np.dtype(dtype)  # the 8-bit tensor itself
+    w, b = g.const("w").astype(np.int64), g.const("b").astype(np.int64)
+    assert out.const(conv.inputs[2]).tolist() == [int(b[m]) - z * int(w[m].sum())
+                                                  for m in range(4)]
+    info = np.iinfo(dtype)
+    for seed in range(3):  # extremes included: every border tap sees the zero point
+        x = np.random.default_rng(seed).integers(info.min, int(info.max) + 1, (2, 3, 6, 5))
+        x = x.astype(dtype)
+        want = run_graph(g, {"x": x})["acc"]
+        np.testing.assert_array_equal(run_graph(out, {"x": x})["acc"], want)
+
+
+def test_zero_point_of_a_shared_difference_stays():
+    from edgeq.engine.passes.fold import absorb_input_zero_point
+
+    g = _zp_conv_graph(7, (1, 1, 1, 1))
+    g.outputs = ["acc", "xc"]
+    assert [n.op for n in absorb_input_zero_point(g).nodes] == ["Sub", "Conv"]

@@ -38,7 +38,7 @@ TO_NHWC = (0, 2, 3, 1)  # transpose(nchw, TO_NHWC) is the NHWC tensor
 TO_NCHW = (0, 3, 1, 2)
 PERM_TO = {NHWC: TO_NHWC, NCHW: TO_NCHW}
 # ops whose result does not depend on the layout, given all their 4-D inputs share one
-FOLLOW_OPS = frozenset({"Relu", "Clip", "HarmonisedAdd", "RequantShift"})
+FOLLOW_OPS = frozenset({"Relu", "Clip", "HarmonisedAdd", "RequantShift", "QLinearRequant"})
 
 
 def assign_layouts(graph: Graph, wanted: Mapping[str, str]) -> tuple[Graph, int]:

@@ -305,3 +305,20 @@ def test_qlinear_add_ort_every_pair_needs_the_fused_multiply_adds(lib, dtype):
         plain = np.rint(a.astype(np.float32) * ra + (b.astype(np.float32) * rb + fixed))
         unfused_differs |= bool((np.clip(plain, lo, hi) != want).any())
     assert unfused_differs
+
+
+@settings(**EXAMPLES)
+@given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 5),
+       st.lists(st.integers(0, 2), min_size=4, max_size=4),
+       st.sampled_from([np.uint8, np.int8, np.int16, np.float32]), st.data())
+def test_pad_const(lib, planes, h, w, pads, dtype, data):
+    from edgeq.engine.backends.reference.pad import pad
+
+    rng = _rng(data.draw)
+    x = rng.integers(-100, 100, (1, planes, h, w)).astype(dtype)
+    value = int(rng.integers(0, 100))
+    pt, pl, pb, pr = pads
+    want = pad(x, np.array([0, 0, pt, pl, 0, 0, pb, pr]), np.array(value, dtype))
+    y = out_like(want)
+    lib.eq_pad_const(p(x), CODES[x.dtype], SZ(planes), h, w, pt, pl, pb, pr, I64(value), p(y))
+    np.testing.assert_array_equal(y, want)

@@ -20,8 +20,7 @@ from edgeq.engine.tensor_io import read_text_vector
 from tests.conftest import shared_fixture
 
 ORT_HOST = [("resnet", "QDQ", "U8", True), ("resnet", "QDQ", "S8", False),
-            ("resnet", "QOperator", "S8", True), ("concat", "QOperator", "U8", False),
-            ("mbv1", "QDQ", "U8", True)]
+            ("concat", "QOperator", "S8", True)]
 ORT_A72 = [("resnet", "QDQ", "U8", True)]
 
 
@@ -105,8 +104,7 @@ def test_nemo_fixture_reproduces_golden_output(name):
     np.testing.assert_array_equal(got, run_graph(g, {g.inputs[0]: x})[last_linear])
 
 
-@pytest.mark.parametrize("case", [(2**12 - 1, 0, 255, True, "Cast", None),
-                                  (3 * 2**8, -128, 127, False, "Cast", (2, 2))])
+@pytest.mark.parametrize("case", [(3 * 2**8, -128, 127, False, "Cast", (2, 2))])
 def test_nemo_requant_div(case):
     from tests.engine.onnx.test_nemo import _expected, _requant_model
 
@@ -147,7 +145,7 @@ def _check_qonnx(name, target):
             np.testing.assert_array_equal(got[out], peer[out])
 
 
-@pytest.mark.parametrize("name", ["pow2", "float_v1", "float_v2"])
+@pytest.mark.parametrize("name", ["pow2", "float_v1"])  # float_v2: on the Cortex-A72
 def test_qonnx_graph_on_host(name):
     _check_qonnx(name, "host")
 

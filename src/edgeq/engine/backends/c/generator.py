@@ -788,10 +788,14 @@ _TP_PARAMS = {
     "BipolarQuant": (1,),
     "Trunc": (1, 2, 3, 4, 5),
     "Cast": (),
+    "Pad": (1, 2),
 }
 THIRDPARTY_OPS = frozenset(_TP_PARAMS)
-# the kernels read and write these layouts (the layout pass keeps NCHW around them)
-THIRDPARTY_LAYOUT = {op: "NCHW" for op in THIRDPARTY_OPS}
+# the layouts the kernels read and write: NCHW (the layout pass converts around them),
+# except QLinearRequant, elementwise with per-channel constants, which follows its input
+# (passes/layout.py FOLLOW_OPS) so an NHWC convolution's accumulator is not transposed
+THIRDPARTY_LAYOUT = {op: ("NCHW", "NHWC") if op == "QLinearRequant" else ("NCHW",)
+                     for op in THIRDPARTY_OPS}
 
 
 def _static_data(graph: Graph, name: str) -> np.ndarray | None:
@@ -847,6 +851,8 @@ def _tp_check(graph: Graph, node: Node) -> None:
         out = _shape(graph, node.outputs[0])
         if _shape(graph, node.inputs[0]) != out or _shape(graph, node.inputs[3]) != out:
             raise _unsupported(node, "QLinearAdd with broadcasting")
+    if op == "Pad":
+        _tp_pad_geometry(graph, node)
     if op == "RequantDiv" and DIV_ROUND_CODES.get(a.get("rounding", "floor")) is None:
         raise _unsupported(node, f"rounding {a.get('rounding')!r}")
     if op in ("Quant", "IntQuant", "Trunc"):
@@ -879,14 +885,18 @@ def _tp_axis_of(graph: Graph, node: Node, names: list[str], rank: int) -> int | 
 
 def _tp_split(graph: Graph, node: Node, names: list[str]) -> tuple[int, int, int, int | None]:
     """(outer, channels, inner, axis) of the output seen as [outer][channels][inner]."""
-    shape = _shape(graph, node.outputs[0])
-    axis = _tp_axis_of(graph, node, names, len(shape))
+    shape = _shape(graph, node.outputs[0])  # physical: [N, H, W, C] for an NHWC node
+    nhwc = node.attrs.get("layout") == "NHWC" and len(shape) == 4
+    logical = tuple(shape[p] for p in (0, 3, 1, 2)) if nhwc else shape
+    axis = _tp_axis_of(graph, node, names, len(logical))
     if axis is None:
         return int(np.prod(shape, dtype=np.int64)), 1, 1, None
     for n in names:
         a = np.asarray(graph.const(n))
-        if a.size not in (1, shape[axis]):
-            raise _unsupported(node, f"constant '{n}' of shape {a.shape} against {shape}")
+        if a.size not in (1, logical[axis]):
+            raise _unsupported(node, f"constant '{n}' of shape {a.shape} against {logical}")
+    if nhwc:  # constants keep their NCHW meaning: logical axis -> its physical position
+        axis = (0, 2, 3, 1).index(axis)
     return (int(np.prod(shape[:axis], dtype=np.int64)), shape[axis],
             int(np.prod(shape[axis + 1:], dtype=np.int64)), axis)
 
@@ -1044,7 +1054,35 @@ def _emit_cast(em: _Emitter, node: Node) -> None:
     em.layer(node, [f"eq_cast({x}, {xc}, {_numel(em.graph, node.outputs[0])}, {y}, {yc});"])
 
 
+def _tp_pad_geometry(graph: Graph, node: Node) -> tuple[list[int], int]:
+    """(pads top, left, bottom, right; fill) of a constant Pad of the spatial axes of a
+    4-D tensor (what absorb_input_zero_point writes); UnsupportedOpError otherwise."""
+    mode = node.attrs.get("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    shape = _shape(graph, node.inputs[0])
+    if mode != "constant" or len(shape) != 4 or len(node.inputs) < 2 or "axes" in node.attrs:
+        raise _unsupported(node, "only a constant Pad of a 4-D tensor")
+    if len(node.inputs) > 3 and node.inputs[3]:
+        raise _unsupported(node, "Pad with axes")
+    pads = [int(p) for p in np.ravel(graph.const(node.inputs[1]))]
+    if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
+        raise _unsupported(node, f"pads {pads}: only non-negative pads of H and W")
+    value = _tp_scalar(graph, node.inputs[2] if len(node.inputs) > 2 else None, np.float64)
+    if value != int(value):
+        raise _unsupported(node, f"fill value {value} is not an integer")
+    return [pads[2], pads[3], pads[6], pads[7]], int(value)
+
+
+def _emit_pad(em: _Emitter, node: Node) -> None:
+    x, xc, y, _ = _tp_io(em, node)
+    (pt, pl, pb, pr), value = _tp_pad_geometry(em.graph, node)
+    n, c, h, w = _shape(em.graph, node.inputs[0])
+    em.layer(node, [f"eq_pad_const({x}, {xc}, {n * c}, {h}, {w}, {pt}, {pl}, {pb}, {pr}, "
+                    f"{_c_int(value)}, {y});"])
+
+
 THIRDPARTY_EMIT = {
+    "Pad": _emit_pad,
     "QLinearRequant": _emit_qlinear_requant,
     "QLinearAddOrt": _emit_qlinear_add_ort,
     "QLinearAvgPoolOrt": _emit_qlinear_gavg_ort,

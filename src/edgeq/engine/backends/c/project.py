@@ -112,14 +112,14 @@ def prepare_graph(graph: Graph, batch: int = 1) -> Graph:
     convolutions), validated after each pass."""
     from edgeq.engine.backends.reference import supported_ops
     from edgeq.engine.passes import run_passes
-    from edgeq.engine.passes.fold import fold_constant_quantisers
+    from edgeq.engine.passes.fold import absorb_input_zero_point, fold_constant_quantisers
     from edgeq.engine.passes.fusion import fuse_clip, fuse_requant
     from edgeq.engine.passes.layout import assign_c_layouts
     from edgeq.engine.passes.ranges import prove_ranges
 
     g = concretise(graph, batch)
-    return run_passes(g, [fold_constant_quantisers, fuse_requant, fuse_clip, prove_ranges,
-                             assign_c_layouts],
+    return run_passes(g, [fold_constant_quantisers, absorb_input_zero_point, fuse_requant,
+                          fuse_clip, prove_ranges, assign_c_layouts],
                       known_ops=supported_ops())
 
 

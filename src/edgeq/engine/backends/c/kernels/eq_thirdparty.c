@@ -1,5 +1,6 @@
 /* Third-party integer formats: see eq_thirdparty.h. Build without FP contraction. */
 #include <math.h>
+#include <string.h>
 
 #include "eq_kernels.h"
 
@@ -206,4 +207,24 @@ void eq_cast(const void *x, int x_dt, size_t n, void *y, int y_dt) {
         else
             eq_store_i(y, y_dt, i, eq_load_i(x, x_dt, i));
     }
+}
+
+void eq_pad_const(const void *x, int dt, size_t planes, int h, int w, int pt, int pl, int pb,
+                  int pr, int64_t value, void *y) {
+    const size_t es = eq_dtype_size(dt);
+    const int oh = h + pt + pb, ow = w + pl + pr;
+    uint8_t fill[8];
+    eq_store_i(fill, dt, 0, value);
+    uint8_t *out = (uint8_t *)y;
+    const uint8_t *in = (const uint8_t *)x;
+    for (size_t p = 0; p < planes; p++)
+        for (int r = 0; r < oh; r++) {
+            uint8_t *row = out + ((p * oh + r) * (size_t)ow) * es;
+            const int ir = r - pt;
+            for (int c = 0; c < ow; c++)
+                if (ir < 0 || ir >= h || c < pl || c >= pl + w)
+                    memcpy(row + (size_t)c * es, fill, es);
+            if (ir >= 0 && ir < h)
+                memcpy(row + (size_t)pl * es, in + ((p * h + ir) * (size_t)w) * es, (size_t)w * es);
+        }
 }

@@ -75,4 +75,9 @@ void eq_qonnx_trunc(const float *x, size_t n, float scale, float zp, float k, in
  * proof or the graph guarantees the value fits); to a float, nearest. */
 void eq_cast(const void *x, int x_dt, size_t n, void *y, int y_dt);
 
+/* Constant Pad of the two spatial axes of NCHW planes (planes = n*c): y is
+ * [planes][h+pt+pb][w+pl+pr], the border holds value (the input's zero point). */
+void eq_pad_const(const void *x, int dt, size_t planes, int h, int w, int pt, int pl, int pb,
+                  int pr, int64_t value, void *y);
+
 #endif
