@@ -55,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="host (gcc -march=native) or cortex-a72 (aarch64 cross, static)")
     comp.add_argument("--out", required=True, metavar="DIR", help="directory of the C project")
     comp.add_argument("--backend", default="c", metavar="SPEC",
-                      help="backend spec; every node must be assigned to c (default: c)")
+                      help="c (default); with --target cortex-a72 also armcl rules such as "
+                           "'default=armcl' or 'default=c,Conv=armcl', or auto (per layer the "
+                           "backend with the lower instruction count)")
+    comp.add_argument("--cost-table", metavar="FILE.json",
+                      help="--backend auto: read the per-layer cost table from FILE.json, or "
+                           "measure it and write it there when FILE.json does not exist")
     comp.add_argument("--batch", type=int, default=1, metavar="N", help="images per run")
     comp.add_argument("--threads", type=int, default=1, metavar="T",
                       help="POSIX threads per convolution (default 1)")
@@ -77,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=20, metavar="N", help="timed runs")
     bench.add_argument("--per-layer", action="store_true",
                        help="per-layer table: time, MACs, GMAC/s, share (c and reference)")
+    bench.add_argument("--target", choices=("host", "cortex-a72"), default="host",
+                       help="host: wall time; cortex-a72: instructions per layer of c and "
+                            "armcl side by side, counted under qemu")
+    bench.add_argument("--cost-table", metavar="FILE.json",
+                       help="--target cortex-a72: also write the cost table as JSON")
     _input_range_flags(bench)
     bench.set_defaults(func=cmd_bench)
 
@@ -224,6 +234,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from edgeq.engine import load
     from edgeq.engine.backends.c import compile_model
 
+    if args.backend.strip() == "auto" or "armcl" in args.backend:
+        return _compile_armcl(args)
     model = load(args.model, input_range=_input_range(args), backend=args.backend)
     others = sorted({b for b in model._assignment.values() if b.split(":")[0] != "c"})
     if others:
@@ -242,9 +254,40 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile_armcl(args: argparse.Namespace) -> int:
+    """compile with armcl layers (mixed c/armcl, or auto): edgeq.engine.backends.armcl."""
+    from edgeq.engine.bench import compile_armcl
+
+    cm = compile_armcl(args.model, args.out, args.backend, target=args.target, batch=args.batch,
+                       force=args.force, cost_table=args.cost_table,
+                       input_range=_input_range(args))
+    p = cm.plan
+    print(f"wrote {args.out}: {len(cm.graph.nodes)} nodes, target {args.target}, "
+          f"batch {args.batch}, backend {cm.spec}")
+    print(f"{len(cm.armcl_layers)} layers on armcl, "
+          f"{sum(b == 'c' for b in cm.assignment.values())} on c, "
+          f"{cm.conversions} layout conversions")
+    print(f"arena {p.arena_bytes} bytes, lower bound {p.lower_bound} bytes "
+          f"(ratio {p.ratio:.3f}); binary {cm.binary_bytes} bytes")
+    if cm.armcl_layers:  # ACL's heap, measured by one run on a random input
+        from edgeq.engine.bench import bench_input
+
+        ws = cm.workspace_bytes(bench_input(cm.graph, args.batch))
+        print(f"ACL workspace {ws} bytes; arena + workspace {p.arena_bytes + ws} bytes")
+    runner = " ".join([*cm.target.runner, str(cm.binary)])
+    print(f"run: {runner} IN.npy OUT.npy [--repeat N] [--per-layer]")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgeq.engine.bench import bench, format_result
 
+    if args.target != "host":
+        from edgeq.engine.bench import bench_target
+
+        print(bench_target(args.model, args.target, batch=args.batch, per_layer=args.per_layer,
+                           cost_table=args.cost_table, input_range=_input_range(args)))
+        return 0
     result = bench(args.model, args.backend, batch=args.batch, threads=args.threads,
                    repeat=args.repeat, per_layer=args.per_layer,
                    input_range=_input_range(args))

@@ -37,7 +37,9 @@ def test_quick_run_times_every_peer_and_writes_json(tmp_path, capsys):
     assert all(r["edgeq C"] > 0 for r in rows)
     assert data["bit_exact"] == {"1": True, "4": True}
     layers = data["per_layer"]
-    assert layers[0]["op"] == "ConvRequant" and layers[0]["macs"] > 0
+    # the NCHW input goes NHWC (layout pass), then the first convolution
+    assert layers[0]["op"] == "LayoutConvert" and not layers[0]["macs"]
+    assert layers[1]["op"] == "ConvRequant" and layers[1]["macs"] > 0
     assert sum(row["share"] for row in layers) == pytest.approx(1.0, abs=1e-6)
     assert "bit-exact" in printed
 

@@ -158,7 +158,8 @@ def test_inspect_of_an_unprovable_graph_says_why(capsys, tmp_path):
 def test_the_readme_bench_commands_run(capsys, concat_onnx, float_onnx):
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     lines = [line.split("#")[0].split() for line in readme.splitlines()
-             if line.startswith("edgeq bench ")]
+             if line.startswith("edgeq bench ")
+             and "--target" not in line]  # cortex-a72 costs: tests/engine/backends/armcl
     assert {"c", "reference", "ort"} <= {a[a.index("--backend") + 1] for a in lines}
     for argv in lines:
         backend = argv[argv.index("--backend") + 1]

@@ -217,3 +217,64 @@ def format_layers(layers) -> str:
     lines.append(f"{'':>3}  {'total':{name_w}}  {'':{op_w}}  {total_us:10.1f}  "
                  f"{total_macs:>13,}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------
+# cortex-a72: per-layer instruction counts of c and armcl (the armcl backend's table)
+# ---------------------------------------------------------------------------------
+def bench_target(model: str | Path, target: str, batch: int = 1, per_layer: bool = False,
+                 cost_table=None, input_range=None) -> str:
+    """The cost table of ``model`` on ``target`` (c and armcl side by side) as text;
+    ``cost_table``: also write it there as JSON."""
+    from edgeq.engine import load
+    from edgeq.engine.backends.armcl import cost
+
+    if target != "cortex-a72":
+        raise ConfigError(f"--target {target}: per-layer costs are counted on cortex-a72")
+    if batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {batch}")
+    graph = load(model, input_range=input_range).graph
+    table = cost.measure(graph, bench_input(graph, batch), model=Path(model).name, batch=batch)
+    if cost_table:
+        table.save(cost_table)
+    text = cost.format_table(table)
+    if not per_layer:  # header and the two total lines only
+        lines = text.splitlines()
+        text = "\n".join(lines[:2] + lines[-2:])
+    return text
+
+
+def compile_armcl(model, out_dir, backend: str, target: str = "cortex-a72", batch: int = 1,
+                  force: bool = False, cost_table=None, input_range=None):
+    """``edgeq compile --backend SPEC|auto`` with armcl layers; ``auto`` reads the cost
+    table from ``cost_table`` when that file exists, else measures (and writes) it."""
+    from edgeq.engine import load
+    from edgeq.engine.backends.armcl import compile_mixed, cost
+
+    graph = load(model, input_range=input_range).graph
+    spec = backend
+    if backend.strip() == "auto":
+        if target != "cortex-a72":
+            raise ConfigError(f"--backend auto chooses between c and armcl on cortex-a72, "
+                              f"not --target {target}")
+        if cost_table and Path(cost_table).exists():
+            table = cost.CostTable.load(cost_table)
+        else:
+            table = cost.measure(graph, bench_input(graph, batch), model=Path(model).name,
+                                 batch=batch)
+            if cost_table:
+                table.save(cost_table)
+        _check_table_nodes(table, graph, batch, cost_table)
+        spec = cost.auto_spec(table)
+    return compile_mixed(graph, out_dir, spec, target=target, batch=batch, force=force)
+
+
+def _check_table_nodes(table, graph: Graph, batch: int, where) -> None:
+    """A cost table must describe this model: every node it names exists after the passes."""
+    from edgeq.engine.backends.c.project import prepare_graph
+
+    names = {n.name for n in prepare_graph(graph, batch).nodes}
+    unknown = [r.node for r in table.rows if r.node not in names]
+    if unknown:
+        raise ConfigError(f"cost table '{where or 'measured'}': node '{unknown[0]}' is not in "
+                          "this model (a table of another model?)")

@@ -36,8 +36,11 @@ LAYOUTS = ("chw", "hwc")
 MAX_INPUT_ELEMENTS = 2**27  # per input file, checked before anything is allocated
 NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: what the engine takes
 
-_HEADER = re.compile(r"^#\s*(?P<name>.*?)\s*\(\s*shape\s*\[(?P<shape>[^\]]*)\]\s*\)\s*,?\s*$")
+_HEADER = re.compile(
+    r"^#\s*(?P<name>.*?)\s*\(\s*shape\s*\[(?P<shape>[^\]]*)\]\s*\)\s*,?\s*\\?\s*$")
 _INT = re.compile(r"^[+-]?\d+$")
+# NEMO/DORY-example vectors print integers as "81.000": integral in that format
+_INT_POINT_ZERO = re.compile(r"^[+-]?\d+\.0*$")
 
 
 # -- layout -------------------------------------------------------------------------------
@@ -97,10 +100,27 @@ def _parse_value(token: str, path: Path, lineno: int) -> int | float:
         raise InputFileError(f"{path}:{lineno}: {token!r} is not a number") from None
 
 
+def _is_nemo(header: str) -> bool:
+    """NEMO/DORY-example vectors end every line, the header included, with ``,\\``."""
+    return header.rstrip().endswith("\\")
+
+
+def _strip_separators(line: str) -> str:
+    """A value line without its trailing ``,`` or ``,\\`` (NEMO's line continuation)."""
+    token = line.strip()
+    if token.endswith("\\"):
+        token = token[:-1].rstrip()
+    if token.endswith(","):
+        token = token[:-1].strip()
+    return token
+
+
 def read_text_vector(path: str | os.PathLike, layout: str = "chw") -> tuple[str, np.ndarray]:
     """Read a QuantLab/DORY text vector; return ``(name, array)`` with the array in NCHW.
 
-    ``layout="hwc"`` means the file lists a multi-channel tensor channel-last.
+    ``layout="hwc"`` means the file lists a multi-channel tensor channel-last. NEMO's
+    DORY-example files (every line ending in ``,\\``, integers printed as ``81.000``)
+    read too: there an integral ``81.000`` is the integer 81.
     """
     _check_layout(layout)
     path = Path(path)
@@ -111,12 +131,13 @@ def read_text_vector(path: str | os.PathLike, layout: str = "chw") -> tuple[str,
     _check_elements(path, shape)
     expected = math.prod(shape)
     values: list[int | float] = []
+    nemo = _is_nemo(lines[0])
     for lineno, line in enumerate(lines[1:], start=2):
-        token = line.strip()
-        if token.endswith(","):
-            token = token[:-1].strip()
+        token = _strip_separators(line)
         if not token:
             continue  # blank lines (a trailing newline) carry no value
+        if nemo and _INT_POINT_ZERO.match(token):
+            token = token.split(".")[0]
         if "," in token:
             raise InputFileError(f"{path}:{lineno}: expected one value per line, got {line!r}")
         if len(values) == expected:

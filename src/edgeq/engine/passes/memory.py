@@ -148,13 +148,23 @@ class _Groups:
 
 def _find_views(graph: Graph, t: dict[str, _Tensor], groups: _Groups, aliases: dict) -> None:
     for node in graph.nodes:
-        if node.op not in VIEW_OPS or not node.outputs or not node.outputs[0]:
+        if not (node.op in VIEW_OPS or _order_kept(graph, node)) or not node.outputs or (
+                not node.outputs[0]):
             continue
         src, dst = node.inputs[0], node.outputs[0]
         if src in t and dst in t and t[src].nbytes == t[dst].nbytes and (
                 t[src].itemsize == t[dst].itemsize):
             groups.join(dst, src, 0)
             aliases[dst] = (src, 0)
+
+
+def _order_kept(graph: Graph, node: Node) -> bool:
+    """A LayoutConvert that keeps the byte order (e.g. NCHW -> NHWC with C == 1) is a view."""
+    if node.op != "LayoutConvert":
+        return False
+    from edgeq.engine.passes.layout import keeps_byte_order
+
+    return keeps_byte_order(graph.values[node.inputs[0]].shape, node.attrs["perm"])
 
 
 def _find_concat_slices(graph: Graph, t: dict, groups: _Groups, aliases: dict,

@@ -580,3 +580,82 @@ _RULES.update({
     "MatMulRequant": _fused(_matmul_acc, 2),
 })
 assert set(FUSED_OPS) <= set(_RULES)
+
+
+# -- third-party formats (reference/thirdparty.py): onnxruntime's float32 requantisers
+# saturate to their [lo, hi]; their int32 accumulators are checked here, as the reference
+# raises where onnxruntime would wrap. RequantDiv is exact integer arithmetic. --------------
+
+
+def _saturating(ctx: _Ctx) -> tuple[Interval, NodeBounds]:
+    a = ctx.node.attrs
+    if ctx.node.op == "QuantizeLinear":
+        from edgeq.engine.backends.reference.thirdparty import INT_TYPE_RANGES
+
+        zp = ctx.const(2)
+        lo, hi = INT_TYPE_RANGES["uint8" if zp is None else zp.dtype.name]
+    else:
+        lo, hi = int(a["lo"]), int(a["hi"])
+    return Interval(lo, hi), NodeBounds(lo, hi)
+
+
+def _int32_acc(ctx: _Ctx, lo: int, hi: int) -> None:
+    if lo < INT32[0] or hi > INT32[1]:
+        raise ctx.fail(f"the int32 accumulator can reach [{lo}, {hi}]")
+
+
+def _qlinear_requant(ctx: _Ctx) -> tuple[Interval, NodeBounds]:
+    lo, hi = ctx.iv(0).hull()
+    _int32_acc(ctx, lo, hi)
+    out, _ = _saturating(ctx)
+    return out, NodeBounds(lo, hi)
+
+
+def _qlinear_gavg(ctx: _Ctx) -> tuple[Interval, NodeBounds]:
+    shape = ctx.shape(ctx.node.inputs[0])
+    n = _count(tuple(shape[2:])) if shape is not None else None
+    zp = ctx.const(2)
+    if n is None or zp is None:
+        raise ctx.fail("the pooled element count or the zero point is not static")
+    z = int(np.ravel(zp)[0])
+    lo, hi = ctx.iv(0).hull()
+    acc = (min(n * lo, 0) - n * z, max(n * hi, 0) - n * z)
+    _int32_acc(ctx, min(acc[0], n * lo), max(acc[1], n * hi))
+    out, _ = _saturating(ctx)
+    return out, NodeBounds(*acc)
+
+
+def _requant_div(ctx: _Ctx) -> tuple[Interval, NodeBounds]:
+    a = ctx.node.attrs
+    xlo, xhi = ctx.iv(0).hull()
+    mul, add = ctx.const(1), ctx.const(2)
+    if mul is None or add is None:
+        raise ctx.fail("mul and add must be constants")
+    prods = [x * int(m) for x in (xlo, xhi) for m in np.ravel(mul)]
+    p_lo, p_hi = min(prods), max(prods)
+    adds = [int(v) for v in np.ravel(add)]
+    v_lo, v_hi = p_lo + min(adds), p_hi + max(adds)
+    div, lo, hi = int(a.get("div", 1)), int(a["lo"]), int(a["hi"])
+    q_lo, q_hi = v_lo // div, -((-v_hi) // div)  # every rounding lies in [floor, ceil]
+    out = Interval(min(max(q_lo, lo), hi), min(max(q_hi, lo), hi))
+    return out, NodeBounds(xlo, xhi, min(p_lo, v_lo), max(p_hi, v_hi))
+
+
+def _cast_any(ctx: _Ctx) -> tuple[Interval, NodeBounds]:
+    """Integer -> integer keeps the range; float -> integer can be any value of the
+    target type (the reference raises outside it)."""
+    if ctx.graph.values[ctx.node.inputs[0]].is_integer:
+        return _passthrough(ctx)
+    info = np.iinfo(np.dtype(ctx.graph.values[ctx.node.outputs[0]].dtype))
+    lo, hi = int(info.min), int(info.max)
+    return Interval(lo, hi), NodeBounds(lo, hi)
+
+
+_RULES.update({
+    "QLinearRequant": _qlinear_requant,
+    "QLinearAddOrt": _saturating,
+    "QLinearAvgPoolOrt": _qlinear_gavg,
+    "QuantizeLinear": _saturating,
+    "RequantDiv": _requant_div,
+    "Cast": _cast_any,
+})

@@ -46,7 +46,7 @@ VIEW_OPS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity"})
 LINEAR_OPS = frozenset({"Conv", "Gemm", "MatMul", "ConvRequant", "GemmRequant", "MatMulRequant"})
 ELEMENTWISE_OPS = frozenset({"Relu", "Clip", "Sigmoid", "Add", "Sub", "Mul"})
 POOL_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"})
-OTHER_OPS = frozenset({"RequantShift", "HarmonisedAdd", "Concat", "Gather"})
+OTHER_OPS = frozenset({"RequantShift", "HarmonisedAdd", "Concat", "Gather", "LayoutConvert"})
 SUPPORTED_OPS = VIEW_OPS | LINEAR_OPS | ELEMENTWISE_OPS | POOL_OPS | OTHER_OPS
 # Partial sums of the 8-bit path in the +128 domain: K * 255 * 128 must stay below 2^31.
 MAX_Q8_TAPS = (2**31 - 1) // (255 * 128)
@@ -105,14 +105,14 @@ def _check_node(graph: Graph, node: Node) -> None:
         scaled = float(a.get("alpha", 1.0)) != 1.0 or float(a.get("beta", 1.0)) != 1.0
         if a.get("transA", 0) or scaled:
             raise _unsupported(node, "Gemm with transA or alpha/beta != 1")
-        if graph.const(node.inputs[1]) is None:
+        if _static_data(graph, node.inputs[1]) is None:
             raise _unsupported(node, "Gemm with a non-constant B")
     if node.op in ("MatMul", "MatMulRequant"):
-        b = graph.const(node.inputs[1])
+        b = _static_data(graph, node.inputs[1])
         if b is None or b.ndim != 2:
             raise _unsupported(node, "MatMul needs a constant 2-D right operand")
     if node.op in ("Conv", "ConvRequant"):
-        if graph.const(node.inputs[1]) is None:
+        if _static_data(graph, node.inputs[1]) is None:
             raise _unsupported(node, "Conv with non-constant weights")
     if node.op == "Gather" and graph.const(node.inputs[1]) is None:
         raise _unsupported(node, "Gather with non-constant indices")
@@ -125,12 +125,16 @@ def _check_node(graph: Graph, node: Node) -> None:
             raise _unsupported(node, "HarmonisedAdd inputs of different shapes")
     if node.op == "Clip" and any(i and graph.const(i) is None for i in node.inputs[1:]):
         raise _unsupported(node, "Clip with non-constant bounds")
+    if node.op in THIRDPARTY_OPS:
+        _tp_check(graph, node)
     for n in node.inputs:
         if n and graph.values[n].is_const and n not in _const_inputs_allowed(node):
             raise _unsupported(node, f"constant input '{n}' where a tensor is expected")
 
 
 def _const_inputs_allowed(node: Node) -> set[str]:
+    if node.op in THIRDPARTY_OPS:
+        return _tp_const_inputs(node)
     if node.op in LINEAR_OPS or node.op in ("RequantShift", "Gather", "Clip"):
         return set(node.inputs[1:])
     if node.op in ("Add", "Sub", "Mul", "Concat"):
@@ -269,9 +273,18 @@ def _emit_unknown(em: _Emitter, node: Node) -> None:
 
 
 # -- linear ----------------------------------------------------------------------------
+def _nchw(graph: Graph, node: Node, name: str) -> tuple[int, ...]:
+    """The NCHW-order shape of ``name`` as ``node`` sees it (an NHWC node of the layout
+    pass stores [N, H, W, C])."""
+    shape = _shape(graph, name)
+    if node.attrs.get("layout") == "NHWC" and len(shape) == 4:
+        return (shape[0], shape[3], shape[1], shape[2])
+    return shape
+
+
 def _conv_geometry(graph: Graph, node: Node) -> dict:
-    n, c, h, w = _shape(graph, node.inputs[0])
-    _, m, oh, ow = _shape(graph, node.outputs[0])
+    n, c, h, w = _nchw(graph, node, node.inputs[0])
+    _, m, oh, ow = _nchw(graph, node, node.outputs[0])
     wt = graph.const(node.inputs[1])
     kh, kw = wt.shape[2:]
     return dict(n=n, c=c, h=h, w=w, m=m, oh=oh, ow=ow, kh=kh, kw=kw,
@@ -326,6 +339,37 @@ def _q8_ok(em: _Emitter, node: Node, x_dt, w: np.ndarray, bias32: np.ndarray | N
         int(bias32.min(initial=0)) >= -(2**31) and int(bias32.max(initial=0)) < 2**31)
 
 
+def _nhwc_module():
+    from edgeq.engine.backends.c import nhwc
+
+    return nhwc
+
+
+def nhwc_conv_ok(graph: Graph, node: Node) -> bool:
+    """True when the C backend has an NHWC kernel for this Conv/ConvRequant: the 8-bit
+    path (proven int32 accumulator, u8/s8 input, int8 weights), 2-D, and depthwise or
+    group 1 (the layout pass asks this through ``passes.layout.c_layout``)."""
+    if node.op not in ("Conv", "ConvRequant") or not graph.values[node.inputs[0]].is_integer:
+        return False
+    w = graph.const(node.inputs[1])
+    if w is None or w.ndim != 4 or len(_shape(graph, node.inputs[0])) != 4:
+        return False
+    b = graph.meta.get("bounds", {}).get(node.name)
+    x_dt = _dt(graph, node.inputs[0])
+    if b is None or b.acc_bits != 32 or x_dt not in (np.dtype(np.uint8), np.dtype(np.int8)):
+        return False
+    if not _int8_fits(w) or w.shape[1] * w.shape[2] * w.shape[3] > MAX_Q8_TAPS:
+        return False
+    bias = graph.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    wsum = w.astype(np.int64).reshape(w.shape[0], -1).sum(axis=1)
+    bias32 = (np.zeros(w.shape[0], np.int64) if bias is None else bias.astype(np.int64))
+    for v in (bias32, bias32 - 128 * wsum):
+        if int(v.min()) < -(2**31) or int(v.max()) >= 2**31:
+            return False
+    group, c = int(node.attrs.get("group", 1)), w.shape[1] * int(node.attrs.get("group", 1))
+    return group == 1 or (group == c == w.shape[0] and w.shape[1] == 1)
+
+
 def _rq_expr(em: _Emitter, node: Node, channels: int, out_rank: int, axis: int) -> str:
     if not node.op.endswith("Requant"):
         return "NULL"
@@ -337,6 +381,11 @@ def _rq_expr(em: _Emitter, node: Node, channels: int, out_rank: int, axis: int) 
 
 
 def _emit_conv(em: _Emitter, node: Node) -> None:
+    if node.attrs.get("layout") == "NHWC":
+        from edgeq.engine.backends.c import nhwc
+
+        nhwc.emit_conv(em, node)
+        return
     graph = em.graph
     g = _conv_geometry(graph, node)
     x, out = node.inputs[0], node.outputs[0]
@@ -454,14 +503,10 @@ def _emit_gemm(em: _Emitter, node: Node) -> None:
     flip = a_dt == np.dtype(np.int8)
     bias32 = bias - 128 * wi.sum(axis=1) if flip else bias
     if _q8_ok(em, node, a_dt, wi, bias32, k):
-        kp = -(-k // 4) * 4
-        wn = em.const("int8_t", pack_q8(wi, 1, kp), node.name + "_w")
-        bn = em.const("int32_t", bias32, node.name + "_b")
-        pb = _conv_block(kp, rows)
-        em.need("cols8", pb * kp)
-        em.need("acc32", 16 * pb)
-        em.layer(node, [f"eq_gemm_q8({head}, {wn}, {kp}, {bn}, {rq}, {em.ptr(out)}, {yc}, "
-                        "s_cols8, s_acc32);"])
+        from edgeq.engine.backends.c import nhwc
+
+        nhwc.emit_gemm_q8(em, node, rows, cols, k, wi, bias32, rq, em.ptr(a_name), ac,
+                          em.ptr(out), yc)
         return
     wn = em.const("int64_t", wi, node.name + "_w")
     bn = em.const("int64_t", bias, node.name + "_b") if c is not None else "NULL"
@@ -474,15 +519,18 @@ def _emit_requant(em: _Emitter, node: Node) -> None:
     graph = em.graph
     x, out = node.inputs[0], node.outputs[0]
     shape = _shape(graph, out)
-    axis = _rq_axis(graph, node, shape)
-    ch = shape[axis] if shape else 1
-    outer = int(np.prod(shape[:axis], dtype=np.int64))
-    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    lshape = _nchw(graph, node, out)  # mul/add broadcast against the NCHW shape
+    axis = _rq_axis(graph, node, lshape)
+    ch = lshape[axis] if lshape else 1
     try:
         expr = em.rq(node, node.inputs[1], node.inputs[2], ch,
                      lambda d, c: _channel_vector(d, c, len(shape), axis))
     except ValueError as exc:
         raise _unsupported(node, str(exc)) from None
+    if lshape != shape:  # NHWC: the NCHW channel axis 1 is stored last
+        axis = {0: 0, 1: 3, 2: 1, 3: 2}[axis]
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
     em.layer(node, [f"eq_requant({em.ptr(x)}, {DTYPE_CODES[_dt(graph, x)]}, {outer}, {ch}, "
                     f"{inner}, &(const eq_rq){expr}, {em.ptr(out)}, "
                     f"{DTYPE_CODES[_dt(graph, out)]});"])
@@ -520,8 +568,8 @@ def _emit_hadd(em: _Emitter, node: Node) -> None:
 
 # -- pools -------------------------------------------------------------------------------
 def _pool_geometry(graph: Graph, node: Node) -> dict:
-    n, c, h, w = _shape(graph, node.inputs[0])
-    _, _, oh, ow = _shape(graph, node.outputs[0])
+    n, c, h, w = _nchw(graph, node, node.inputs[0])
+    _, _, oh, ow = _nchw(graph, node, node.outputs[0])
     a = node.attrs
     if node.op.startswith("Global"):
         return dict(n=n, c=c, h=h, w=w, oh=1, ow=1, kh=h, kw=w, sh=1, sw=1, dh=1, dw=1,
@@ -536,6 +584,9 @@ def _emit_pool(em: _Emitter, node: Node) -> None:
     g = _pool_geometry(graph, node)
     x, out = node.inputs[0], node.outputs[0]
     shape = f"&(const eq_pool_shape){_shape_struct(g, 'pool')}"
+    if node.attrs.get("layout") == "NHWC":
+        _nhwc_module().emit_maxpool(em, node, shape)
+        return
     if node.op in ("MaxPool", "GlobalMaxPool"):
         em.layer(node, [f"eq_maxpool({shape}, {em.ptr(x)}, {DTYPE_CODES[_dt(graph, x)]}, "
                         f"{em.ptr(out)});"])
@@ -706,5 +757,337 @@ _EMIT = {
     "Sub": _emit_binary,
     "Mul": _emit_binary,
     "Concat": _emit_concat,
+    "LayoutConvert": lambda em, node: _nhwc_module().emit_layout_convert(em, node),
     "Gather": _emit_gather,
 }
+
+
+# ---------------------------------------------------------------------------------
+# third-party formats (NEMO, onnxruntime QDQ/QOperator, QONNX): kernels in
+# eq_thirdparty.c, the twins of reference/thirdparty.py. All read and write NCHW.
+# ---------------------------------------------------------------------------------
+QONNX_ROUND_CODES = {"ROUND": 0, "HALF_EVEN": 0, "CEIL": 1, "FLOOR": 2, "DOWN": 3, "UP": 4,
+                     "HALF_UP": 5, "HALF_DOWN": 6}
+DIV_ROUND_CODES = {"floor": 0, "trunc": 1, "half_even": 2}
+# op -> indices of its inputs that must be constants (scales, zero points, constants)
+_TP_PARAMS = {
+    "QLinearRequant": (1, 2),
+    "QLinearAddOrt": (1, 2, 4, 5, 6, 7),
+    "QLinearAvgPoolOrt": (1, 2, 3, 4),
+    "QuantizeLinear": (1, 2),
+    "DequantizeLinear": (1, 2),
+    "RequantDiv": (1, 2),
+    "Quant": (1, 2, 3),
+    "IntQuant": (1, 2, 3),
+    "BipolarQuant": (1,),
+    "Trunc": (1, 2, 3, 4, 5),
+    "Cast": (),
+    "Pad": (1, 2),
+}
+THIRDPARTY_OPS = frozenset(_TP_PARAMS)
+# the layouts the kernels read and write: NCHW (the layout pass converts around them),
+# except QLinearRequant, elementwise with per-channel constants, which follows its input
+# (passes/layout.py FOLLOW_OPS) so an NHWC convolution's accumulator is not transposed
+THIRDPARTY_LAYOUT = {op: ("NCHW", "NHWC") if op == "QLinearRequant" else ("NCHW",)
+                     for op in THIRDPARTY_OPS}
+
+
+def _static_data(graph: Graph, name: str) -> np.ndarray | None:
+    """A constant's data; or, for the output of a quantiser of constants (QDQ and QONNX
+    weights), the value prepare_graph's constant folding will give it; else None."""
+    data = graph.const(name)
+    if data is not None:
+        return data
+    from edgeq.engine.passes.fold import FOLDABLE, fold_node
+
+    node = graph.producer(name)
+    if node is None or node.op not in FOLDABLE:
+        return None
+    if not all(graph.values[i].is_const for i in node.inputs if i):
+        return None
+    return np.asarray(fold_node(graph, node)[node.outputs.index(name)])
+
+
+def _tp_params(node: Node) -> list[str]:
+    return [node.inputs[i] for i in _TP_PARAMS[node.op] if i < len(node.inputs) and node.inputs[i]]
+
+
+def _tp_const_inputs(node: Node) -> set[str]:
+    """Parameters; and the data of a quantiser that prepare_graph's constant folding
+    (passes/fold.py) evaluates before the generator runs."""
+    from edgeq.engine.passes.fold import FOLDABLE
+
+    extra = {node.inputs[0]} if node.op in FOLDABLE else set()
+    return set(_tp_params(node)) | extra
+
+
+def _tp_check(graph: Graph, node: Node) -> None:
+    """UnsupportedOpError for what eq_thirdparty.c does not implement."""
+    for name in _tp_params(node):
+        if graph.const(name) is None:
+            raise _unsupported(node, f"input '{name}' must be a constant")
+    x_dt, y_dt = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
+    op, a = node.op, node.attrs
+    if op in ("Quant", "IntQuant", "BipolarQuant", "Trunc"):
+        if x_dt != np.float32 or y_dt != np.float32:
+            raise _unsupported(node, "QONNX ops on float32 carriers only")
+        if op in ("Quant", "IntQuant") and graph.const(node.inputs[3]).size != 1:
+            raise _unsupported(node, "a per-channel bit width")
+        if op == "Trunc" and any(graph.const(n).size != 1 for n in node.inputs[1:] if n):
+            raise _unsupported(node, "per-channel Trunc constants")
+        if op == "Trunc" and len(node.inputs) not in (5, 6):
+            raise _unsupported(node, f"{len(node.inputs)} inputs")
+    if op == "DequantizeLinear" and (a.get("block_size") or y_dt != np.float32):
+        raise _unsupported(node, "blocked or non-float32 DequantizeLinear")
+    if op == "QuantizeLinear" and (a.get("block_size") or a.get("output_dtype")):
+        raise _unsupported(node, "blocked QuantizeLinear or output_dtype")
+    if op == "QLinearAddOrt":
+        out = _shape(graph, node.outputs[0])
+        if _shape(graph, node.inputs[0]) != out or _shape(graph, node.inputs[3]) != out:
+            raise _unsupported(node, "QLinearAdd with broadcasting")
+    if op == "Pad":
+        _tp_pad_geometry(graph, node)
+    if op == "RequantDiv" and DIV_ROUND_CODES.get(a.get("rounding", "floor")) is None:
+        raise _unsupported(node, f"rounding {a.get('rounding')!r}")
+    if op in ("Quant", "IntQuant", "Trunc"):
+        mode = str(a.get("rounding_mode", "ROUND" if op != "Trunc" else "FLOOR")).upper()
+        if mode not in QONNX_ROUND_CODES:
+            raise _unsupported(node, f"rounding_mode {mode!r}")
+    if op in ("QLinearRequant", "QuantizeLinear", "DequantizeLinear", "RequantDiv", "Quant",
+              "IntQuant", "BipolarQuant"):
+        _tp_split(graph, node, _tp_params(node)[:2])
+
+
+def _tp_axis_of(graph: Graph, node: Node, names: list[str], rank: int) -> int | None:
+    """The one axis along which the constants ``names`` vary, numpy-broadcast against
+    the output (QuantizeLinear/DequantizeLinear: their ``axis`` attribute); None if all
+    are scalars."""
+    sizes = [np.asarray(graph.const(n)) for n in names]
+    if all(a.size == 1 for a in sizes):
+        return None
+    if node.op in ("QuantizeLinear", "DequantizeLinear"):
+        return int(node.attrs.get("axis", 1)) % rank
+    axes = set()
+    for a in sizes:
+        if a.size > 1:
+            shape = (1,) * (rank - a.ndim) + a.shape
+            axes |= {i for i, d in enumerate(shape) if d != 1}
+    if len(axes) != 1:
+        raise _unsupported(node, "constants that vary along several axes")
+    return axes.pop()
+
+
+def _tp_split(graph: Graph, node: Node, names: list[str]) -> tuple[int, int, int, int | None]:
+    """(outer, channels, inner, axis) of the output seen as [outer][channels][inner]."""
+    shape = _shape(graph, node.outputs[0])  # physical: [N, H, W, C] for an NHWC node
+    nhwc = node.attrs.get("layout") == "NHWC" and len(shape) == 4
+    logical = tuple(shape[p] for p in (0, 3, 1, 2)) if nhwc else shape
+    axis = _tp_axis_of(graph, node, names, len(logical))
+    if axis is None:
+        return int(np.prod(shape, dtype=np.int64)), 1, 1, None
+    for n in names:
+        a = np.asarray(graph.const(n))
+        if a.size not in (1, logical[axis]):
+            raise _unsupported(node, f"constant '{n}' of shape {a.shape} against {logical}")
+    if nhwc:  # constants keep their NCHW meaning: logical axis -> its physical position
+        axis = (0, 2, 3, 1).index(axis)
+    return (int(np.prod(shape[:axis], dtype=np.int64)), shape[axis],
+            int(np.prod(shape[axis + 1:], dtype=np.int64)), axis)
+
+
+def _tp_vec(em: _Emitter, node: Node, name: str | None, channels: int, ctype: str,
+            default=0):
+    """One value per channel (a scalar repeated) as a const C array; returns its name."""
+    a = np.full(1, default) if name is None else np.asarray(em.graph.const(name)).reshape(-1)
+    a = np.broadcast_to(a, (channels,)) if a.size == 1 else a
+    dt = np.float32 if ctype == "float" else np.int64
+    return em.const(ctype, a.astype(dt), f"{node.name}_{ctype}")
+
+
+def _tp_scalar(graph: Graph, name: str | None, dtype=np.float32):
+    return dtype(0) if not name else np.asarray(graph.const(name)).reshape(-1)[0].astype(dtype)
+
+
+def _tp_f(v) -> str:
+    return _c_float(float(np.float32(v)), "float")
+
+
+def _tp_io(em: _Emitter, node: Node) -> tuple[str, str, str, str]:
+    g = em.graph
+    x, y = node.inputs[0], node.outputs[0]
+    return em.ptr(x), DTYPE_CODES[_dt(g, x)], em.ptr(y), DTYPE_CODES[_dt(g, y)]
+
+
+def _emit_qlinear_requant(em: _Emitter, node: Node) -> None:
+    x, xc, y, yc = _tp_io(em, node)
+    outer, ch, inner, _ = _tp_split(em.graph, node, node.inputs[1:3])
+    m = _tp_vec(em, node, node.inputs[1], ch, "float")
+    z = _tp_vec(em, node, node.inputs[2], ch, "int64_t")
+    lo, hi = _c_int(int(node.attrs["lo"])), _c_int(int(node.attrs["hi"]))
+    em.layer(node, [f"eq_qlinear_requant({x}, {xc}, {outer}, {ch}, {inner}, {m}, {z}, {lo}, "
+                    f"{hi}, {y}, {yc});"])
+
+
+def _emit_qlinear_add_ort(em: _Emitter, node: Node) -> None:
+    g, ins = em.graph, node.inputs
+    a, b, y = ins[0], ins[3], node.outputs[0]
+    sa, sb, sc = (_tp_f(_tp_scalar(g, ins[i])) for i in (1, 4, 6))
+    za, zb, zc = (_c_int(int(_tp_scalar(g, ins[i], np.int64))) for i in (2, 5, 7))
+    lo, hi = _c_int(int(node.attrs["lo"])), _c_int(int(node.attrs["hi"]))
+    em.layer(node, [f"eq_qlinear_add_ort({em.ptr(a)}, {DTYPE_CODES[_dt(g, a)]}, {em.ptr(b)}, "
+                    f"{DTYPE_CODES[_dt(g, b)]}, {_numel(g, y)}, {sa}, {za}, {sb}, {zb}, {sc}, "
+                    f"{zc}, {int(node.attrs.get('u8_shift', 0))}, {lo}, {hi}, {em.ptr(y)}, "
+                    f"{DTYPE_CODES[_dt(g, y)]});"])
+
+
+def _emit_qlinear_gavg_ort(em: _Emitter, node: Node) -> None:
+    g, ins = em.graph, node.inputs
+    x, xc, y, yc = _tp_io(em, node)
+    shape = _shape(g, ins[0])
+    nc, hw = shape[0] * shape[1], int(np.prod(shape[2:], dtype=np.int64))
+    sx, sy = _tp_f(_tp_scalar(g, ins[1])), _tp_f(_tp_scalar(g, ins[3]))
+    zx, zy = (_c_int(int(_tp_scalar(g, ins[i], np.int64))) for i in (2, 4))
+    lo, hi = _c_int(int(node.attrs["lo"])), _c_int(int(node.attrs["hi"]))
+    em.layer(node, [f"eq_qlinear_gavg_ort({x}, {xc}, {nc}, {hw}, {sx}, {zx}, {sy}, {zy}, {lo}, "
+                    f"{hi}, {y}, {yc});"])
+
+
+def _emit_quantize_linear(em: _Emitter, node: Node) -> None:
+    from edgeq.engine.backends.reference.thirdparty import INT_TYPE_RANGES
+
+    g = em.graph
+    x, xc, y, yc = _tp_io(em, node)
+    zp_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    zp_dt = np.dtype(np.uint8) if zp_name is None else np.asarray(g.const(zp_name)).dtype
+    lo, hi = INT_TYPE_RANGES[zp_dt.name]
+    outer, ch, inner, _ = _tp_split(g, node, _tp_params(node))
+    s = _tp_vec(em, node, node.inputs[1], ch, "float")
+    z = _tp_vec(em, node, zp_name, ch, "int64_t")
+    em.layer(node, [f"eq_quantize_linear({x}, {xc}, {outer}, {ch}, {inner}, {s}, {z}, "
+                    f"{_c_int(lo)}, {_c_int(hi)}, {y}, {yc});"])
+
+
+def _emit_dequantize_linear(em: _Emitter, node: Node) -> None:
+    x, xc, y, _ = _tp_io(em, node)
+    zp_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    outer, ch, inner, _ = _tp_split(em.graph, node, _tp_params(node))
+    s = _tp_vec(em, node, node.inputs[1], ch, "float")
+    z = _tp_vec(em, node, zp_name, ch, "int64_t")
+    em.layer(node, [f"eq_dequantize_linear({x}, {xc}, {outer}, {ch}, {inner}, {s}, {z}, "
+                    f"(float *){y});"])
+
+
+def _emit_requant_div(em: _Emitter, node: Node) -> None:
+    x, xc, y, yc = _tp_io(em, node)
+    a = node.attrs
+    div = int(a.get("div", 1))
+    if not 1 <= div < 2**62:
+        raise _unsupported(node, f"div={div} outside [1, 2^62)")
+    outer, ch, inner, _ = _tp_split(em.graph, node, node.inputs[1:3])
+    m = _tp_vec(em, node, node.inputs[1], ch, "int64_t")
+    ad = _tp_vec(em, node, node.inputs[2], ch, "int64_t")
+    rnd = DIV_ROUND_CODES[a.get("rounding", "floor")]
+    em.layer(node, [f"eq_requant_div({x}, {xc}, {outer}, {ch}, {inner}, {m}, {ad}, {_c_int(div)}, "
+                    f"{rnd}, {_c_int(int(a['lo']))}, {_c_int(int(a['hi']))}, {y}, {yc});"])
+
+
+def _emit_qonnx_quant(em: _Emitter, node: Node) -> None:
+    from edgeq.engine.backends.reference.thirdparty import qonnx_bounds
+
+    g, a = em.graph, node.attrs
+    x, _, y, _ = _tp_io(em, node)
+    outer, ch, inner, _ = _tp_split(g, node, node.inputs[1:3])
+    s = _tp_vec(em, node, node.inputs[1], ch, "float")
+    z = _tp_vec(em, node, node.inputs[2], ch, "float")
+    bits = np.asarray(g.const(node.inputs[3]))
+    signed, narrow = bool(a.get("signed", 1)), bool(a.get("narrow", 1))
+    bipolar = int(bool(np.all(bits == 1) and signed))
+    lo, hi = (np.asarray(v).reshape(-1)[0] for v in qonnx_bounds(signed, narrow, bits))
+    mode = QONNX_ROUND_CODES[str(a.get("rounding_mode", "ROUND")).upper()]
+    em.layer(node, [f"eq_qonnx_quant((const float *){x}, {outer}, {ch}, {inner}, {s}, {z}, "
+                    f"{_tp_f(lo)}, {_tp_f(hi)}, {bipolar}, {mode}, (float *){y});"])
+
+
+def _emit_qonnx_bipolar(em: _Emitter, node: Node) -> None:
+    x, _, y, _ = _tp_io(em, node)
+    outer, ch, inner, _ = _tp_split(em.graph, node, node.inputs[1:2])
+    s = _tp_vec(em, node, node.inputs[1], ch, "float")
+    em.layer(node, [f"eq_qonnx_bipolar((const float *){x}, {outer}, {ch}, {inner}, {s}, "
+                    f"(float *){y});"])
+
+
+def _emit_qonnx_trunc(em: _Emitter, node: Node) -> None:
+    """The divisor and output constants are evaluated here with the reference's own
+    float32 NumPy expressions (constant folding), the per-element work in C."""
+    from edgeq.engine.backends.reference.thirdparty import qonnx_bounds
+
+    g, a = em.graph, node.attrs
+    x, _, y, _ = _tp_io(em, node)
+    scale, zp, in_bits, *rest = (np.asarray(g.const(n)) for n in node.inputs[1:])
+    clamp, lo, hi = 0, np.float32(0), np.float32(0)
+    if len(rest) == 1:
+        k = 2.0 ** (in_bits - rest[0])
+        out_zp, out_scale = zp, scale
+    else:
+        out_s, out_bits = rest
+        k = 2 ** np.round(np.log2(out_s / scale))
+        signed = bool(1 if a.get("signed") is None else a["signed"])
+        lo, hi = qonnx_bounds(signed, bool(a.get("narrow") or 0), out_bits)
+        clamp, out_zp, out_scale = 1, zp / k, out_s
+    mode = QONNX_ROUND_CODES[str(a.get("rounding_mode", "FLOOR")).upper()]
+    vals = [_tp_f(np.asarray(v).reshape(-1)[0]) for v in (scale, zp, k)]
+    tail = [_tp_f(np.asarray(v).reshape(-1)[0]) for v in (lo, hi)]
+    outs = [_tp_f(np.asarray(v).reshape(-1)[0]) for v in (out_zp, out_scale)]
+    em.layer(node, [f"eq_qonnx_trunc((const float *){x}, {_numel(g, node.outputs[0])}, "
+                    f"{', '.join(vals)}, {clamp}, {', '.join(tail)}, {mode}, {', '.join(outs)}, "
+                    f"(float *){y});"])
+
+
+def _emit_cast(em: _Emitter, node: Node) -> None:
+    x, xc, y, yc = _tp_io(em, node)
+    em.layer(node, [f"eq_cast({x}, {xc}, {_numel(em.graph, node.outputs[0])}, {y}, {yc});"])
+
+
+def _tp_pad_geometry(graph: Graph, node: Node) -> tuple[list[int], int]:
+    """(pads top, left, bottom, right; fill) of a constant Pad of the spatial axes of a
+    4-D tensor (what absorb_input_zero_point writes); UnsupportedOpError otherwise."""
+    mode = node.attrs.get("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    shape = _shape(graph, node.inputs[0])
+    if mode != "constant" or len(shape) != 4 or len(node.inputs) < 2 or "axes" in node.attrs:
+        raise _unsupported(node, "only a constant Pad of a 4-D tensor")
+    if len(node.inputs) > 3 and node.inputs[3]:
+        raise _unsupported(node, "Pad with axes")
+    pads = [int(p) for p in np.ravel(graph.const(node.inputs[1]))]
+    if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
+        raise _unsupported(node, f"pads {pads}: only non-negative pads of H and W")
+    value = _tp_scalar(graph, node.inputs[2] if len(node.inputs) > 2 else None, np.float64)
+    if value != int(value):
+        raise _unsupported(node, f"fill value {value} is not an integer")
+    return [pads[2], pads[3], pads[6], pads[7]], int(value)
+
+
+def _emit_pad(em: _Emitter, node: Node) -> None:
+    x, xc, y, _ = _tp_io(em, node)
+    (pt, pl, pb, pr), value = _tp_pad_geometry(em.graph, node)
+    n, c, h, w = _shape(em.graph, node.inputs[0])
+    em.layer(node, [f"eq_pad_const({x}, {xc}, {n * c}, {h}, {w}, {pt}, {pl}, {pb}, {pr}, "
+                    f"{_c_int(value)}, {y});"])
+
+
+THIRDPARTY_EMIT = {
+    "Pad": _emit_pad,
+    "QLinearRequant": _emit_qlinear_requant,
+    "QLinearAddOrt": _emit_qlinear_add_ort,
+    "QLinearAvgPoolOrt": _emit_qlinear_gavg_ort,
+    "QuantizeLinear": _emit_quantize_linear,
+    "DequantizeLinear": _emit_dequantize_linear,
+    "RequantDiv": _emit_requant_div,
+    "Quant": _emit_qonnx_quant,
+    "IntQuant": _emit_qonnx_quant,
+    "BipolarQuant": _emit_qonnx_bipolar,
+    "Trunc": _emit_qonnx_trunc,
+    "Cast": _emit_cast,
+}
+SUPPORTED_OPS = SUPPORTED_OPS | THIRDPARTY_OPS
+_EMIT.update(THIRDPARTY_EMIT)

@@ -26,7 +26,8 @@ from edgeq.engine.ir import Graph
 from edgeq.errors import BuildError, ConfigError, OutputDirError, ShapeError
 
 KERNEL_FILES = ("eq_kernels.h", "eq_common.c", "eq_threads.c", "eq_requant.c", "eq_conv.c",
-                "eq_gemm.c", "eq_pool.c", "eq_misc.c")
+                "eq_gemm.c", "eq_pool.c", "eq_misc.c", "eq_thirdparty.h", "eq_thirdparty.c")
+KERNEL_FILES += ("eq_nhwc.c",)  # the NHWC kernels of the layout pass
 
 
 MAX_THREADS = 16  # EQ_MAX_THREADS in eq_kernels.h
@@ -72,6 +73,11 @@ def library_digest() -> str:
     h.update(harness_source().encode())
     h.update(Path(gen.__file__).read_bytes())
     h.update(Path(__file__).read_bytes())
+    from edgeq.engine.backends.c import nhwc
+    from edgeq.engine.passes import layout
+
+    h.update(Path(nhwc.__file__).read_bytes())  # kernel choice and the layout pass too
+    h.update(Path(layout.__file__).read_bytes())
     return h.hexdigest()
 
 
@@ -102,14 +108,19 @@ def concretise(graph: Graph, batch: int) -> Graph:
 
 
 def prepare_graph(graph: Graph, batch: int = 1) -> Graph:
-    """Concrete shapes, then fusion and the range proof, validated after each pass."""
+    """Concrete shapes, then fusion, the range proof and the layouts (NHWC for the 8-bit
+    convolutions), validated after each pass."""
     from edgeq.engine.backends.reference import supported_ops
     from edgeq.engine.passes import run_passes
+    from edgeq.engine.passes.fold import absorb_input_zero_point, fold_constant_quantisers
     from edgeq.engine.passes.fusion import fuse_clip, fuse_requant
+    from edgeq.engine.passes.layout import assign_c_layouts
     from edgeq.engine.passes.ranges import prove_ranges
 
     g = concretise(graph, batch)
-    return run_passes(g, [fuse_requant, fuse_clip, prove_ranges], known_ops=supported_ops())
+    return run_passes(g, [fold_constant_quantisers, absorb_input_zero_point, fuse_requant,
+                          fuse_clip, prove_ranges, assign_c_layouts],
+                      known_ops=supported_ops())
 
 
 def plan(graph: Graph, batch: int = 1):

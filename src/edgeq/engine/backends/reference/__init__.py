@@ -22,6 +22,7 @@ from edgeq.engine.backends.reference import (  # noqa: F401  (imported to regist
     fused,
     gemm,
     integer,
+    layout,
     norm,
     pad,
     pool,

@@ -42,7 +42,15 @@ def _run_node(graph: Graph, node: Node, args: list) -> tuple:
         raise UnsupportedOpError(node.op, node.name, graph.opset)
     while args and args[-1] is None:  # trailing omitted optional inputs
         args.pop()
-    kwargs = dict(node.attrs)
+    if node.attrs.get("layout") == "NHWC":  # a node of the layout pass: NCHW kernel inside
+        from edgeq.engine.passes.layout import run_nhwc
+
+        return run_nhwc(graph, node, args, lambda a, attrs: _call(graph, node, entry, a, attrs))
+    return _call(graph, node, entry, args, node.attrs)
+
+
+def _call(graph: Graph, node: Node, entry, args: list, attrs: dict) -> tuple:
+    kwargs = dict(attrs)
     if entry.opset_aware:
         kwargs["opset"] = graph.opset
     try:

@@ -137,4 +137,27 @@ void eq_binary(int op, const void *a, int a_dt, const long *a_strides,
                const void *b, int b_dt, const long *b_strides,
                const long *shape, void *y, int y_dt);
 
+/* ---- NHWC 8-bit kernels (eq_nhwc.c): tensors [N][H][W][C] (the layout pass) ----
+ * Weights of eq_gemm_nhwc / eq_conv_nhwc are packed as eq_conv_q8's (one group):
+ * per block of 16 output channels [kp/4][16][4] int8, taps (ky, kx, c) for a conv.
+ * a / x are u8 or s8 (s8: +128 in the kernel, bias - 128*sum(w) by the generator). */
+void eq_gemm_nhwc(int rows, int m, int k, const void *a, int a_dt, const int8_t *w, int kp,
+                  const int32_t *bias, const eq_rq *rq, void *y, int y_dt, int threads);
+/* cols: eq_nhwc_block(kp) * kp bytes per thread */
+int eq_nhwc_block(int kp);
+void eq_conv_nhwc(const eq_conv_shape *s, const void *x, int x_dt, const int8_t *w, int kp,
+                  const int32_t *bias, const eq_rq *rq, void *y, int y_dt, uint8_t *cols,
+                  int threads);
+/* Depthwise: w is [kh*kw][c] int16, bias [c] (no +128 shift); acc: c int32 per thread. */
+void eq_dw_nhwc(const eq_conv_shape *s, const void *x, int x_dt, const int16_t *w,
+                const int32_t *bias, const eq_rq *rq, void *y, int y_dt, int32_t *acc,
+                int threads);
+/* MaxPool of u8 (dt EQ_U8) or s8 (EQ_S8) NHWC tensors; every window holds an input tap. */
+void eq_maxpool_nhwc(const eq_pool_shape *s, const void *x, int dt, void *y);
+/* LayoutConvert: y = transpose(x, perm), 4-D, elements of es bytes. */
+void eq_transpose4(const void *x, size_t es, const int *shape, const int *perm, void *y);
+
+/* ---- third-party formats: NEMO, onnxruntime QDQ/QOperator, QONNX ---- */
+#include "eq_thirdparty.h"
+
 #endif

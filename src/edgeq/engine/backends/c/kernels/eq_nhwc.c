@@ -1,0 +1,563 @@
+/* NHWC 8-bit kernels (the layout pass stores convolution activations as [N][H][W][C]):
+ *
+ * - eq_gemm_nhwc: y[p][j] = rq(bias[j] + sum_k a[p][k] * w[j][k]) -- pointwise 1x1
+ *   convolutions (a = the input tensor itself, p = pixel, k = channel), im2col'ed
+ *   convolutions and Gemm. Register-blocked over 4 pixels x 64 output channels:
+ *   16 AVX-512 VNNI accumulators fed by vpdpbusd (u8 x s8, 4 taps per lane); a plain C
+ *   loop on the same packed weights elsewhere (aarch64/NEON by auto-vectorisation).
+ * - eq_conv_nhwc: any group-1 convolution as im2col (taps in (ky, kx, c) order) into it.
+ * - eq_dw_nhwc: depthwise with the channel loop innermost (vectorises): u8/s8 x int16
+ *   weights into int32, borders by clipping the tap range, no padded copy.
+ * - eq_transpose4: LayoutConvert.
+ *
+ * Activations are u8 or s8; s8 is shifted by +128 into u8 for vpdpbusd (XOR 0x80),
+ * the generator folds -128*sum(w) into the bias. Requantisation is fused in the output
+ * loop, per pixel over channels (exact int64 as eq_store_row32). */
+#include "eq_kernels.h"
+#include <string.h>
+
+#if defined(__AVX512VNNI__) && defined(__AVX512F__) && defined(__AVX512DQ__) && \
+    defined(__AVX512BW__) && defined(__AVX512VL__)
+#include <immintrin.h>
+#define EQ_NHWC_VNNI 1
+
+/* Requantisation of 16 int32 lanes (channels j..j+15) to 16 bytes, exact in int64:
+ * clip(floor((acc*mul + add) / 2^shift)) -- the same integers as store_channels. */
+typedef struct {
+    __m128i sh;
+    __m512i lo, hi;
+} rq_vec;
+
+static inline rq_vec rq_setup(const eq_rq *rq) {
+    rq_vec r = {_mm_cvtsi32_si128(rq->shift), _mm512_set1_epi64(rq->lo), _mm512_set1_epi64(rq->hi)};
+    return r;
+}
+
+static inline __mmask16 lanes(int n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
+
+/* the per-channel constants of 16 lanes (n valid; the rest of mul/add is not read) */
+typedef struct {
+    __m512i m0, m1, a0, a1;
+} rq_ch;
+
+static inline rq_ch rq_load(const int64_t *mul, const int64_t *add, int n) {
+    const __mmask8 k0 = (__mmask8)lanes(n), k1 = (__mmask8)(lanes(n) >> 8);
+    const rq_ch c = {_mm512_maskz_loadu_epi64(k0, mul), _mm512_maskz_loadu_epi64(k1, mul + 8),
+                     _mm512_maskz_loadu_epi64(k0, add), _mm512_maskz_loadu_epi64(k1, add + 8)};
+    return c;
+}
+
+static inline __m128i rq16c(__m512i acc, const rq_ch *c, const rq_vec *r) {
+    __m512i a0 = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc));
+    __m512i a1 = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc, 1));
+    a0 = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mullo_epi64(a0, c->m0), c->a0), r->sh);
+    a1 = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mullo_epi64(a1, c->m1), c->a1), r->sh);
+    a0 = _mm512_min_epi64(_mm512_max_epi64(a0, r->lo), r->hi);
+    a1 = _mm512_min_epi64(_mm512_max_epi64(a1, r->lo), r->hi);
+    return _mm_unpacklo_epi64(_mm512_cvtepi64_epi8(a0), _mm512_cvtepi64_epi8(a1));
+}
+
+#endif
+
+/* y[off + j] = rq_j(acc[j]) for j < m (channels j0 + j): per-channel mul/add. */
+static void store_channels(const int32_t *acc, int m, int j0, const eq_rq *rq, void *y,
+                           int y_dt, size_t off) {
+    if (rq == NULL) {
+        for (int j = 0; j < m; j++) eq_store_i(y, y_dt, off + j, acc[j]);
+        return;
+    }
+    const int64_t *mul = rq->mul + j0, *add = rq->add + j0, lo = rq->lo, hi = rq->hi;
+    const int sh = rq->shift;
+    if (y_dt == EQ_U8 || y_dt == EQ_S8) {
+        uint8_t *o = (uint8_t *)y + off;
+        for (int j = 0; j < m; j++) {
+            int64_t v = ((int64_t)acc[j] * mul[j] + add[j]) >> sh;
+            v = v < lo ? lo : v > hi ? hi : v;
+            o[j] = (uint8_t)v; /* two's complement byte: the s8 value for EQ_S8 */
+        }
+        return;
+    }
+    for (int j = 0; j < m; j++) {
+        int64_t v = ((int64_t)acc[j] * mul[j] + add[j]) >> sh;
+        eq_store_i(y, y_dt, off + j, v < lo ? lo : v > hi ? hi : v);
+    }
+}
+
+/* 4 consecutive bytes of a row at k, XOR flip (the tail past k_len reads as zeros --
+ * its weights are zero anyway). */
+static inline uint32_t load4(const uint8_t *row, int k, int k_len, uint32_t flip) {
+    uint32_t v = 0;
+    const int n = k_len - k < 4 ? k_len - k : 4;
+    memcpy(&v, row + k, (size_t)n);
+    return v ^ flip;
+}
+
+#ifdef EQ_NHWC_VNNI
+/* R pixels (rows of a) x NB blocks of 16 channels (nj valid): acc = bias + a[r] . w[b].
+ * y8 != NULL: requantised bytes to y8 + r*ldy (rq: mul/add of these channels); else the
+ * int32 sums to out[r*64 + j]. */
+static inline __attribute__((always_inline)) void tile_vnni(
+    const uint8_t *a, size_t lda, int K, uint32_t flip, const int8_t *w, int kp,
+    const int R, const int NB, const int FL, int nj, const int32_t *bias, const int64_t *mul,
+    const int64_t *add, const rq_vec *rv, uint8_t *y8, size_t ldy, int32_t *out) {
+    __m512i acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_si512();
+    const int k4full = K / 4;
+    const __m512i fl = _mm512_set1_epi32((int)flip);
+    for (int k4 = 0; k4 < k4full; k4++) {
+        __m512i wv[4];
+        for (int b = 0; b < NB; b++)
+            wv[b] = _mm512_loadu_si512((const void *)(w + (size_t)b * 16 * kp + (size_t)k4 * 64));
+        for (int r = 0; r < R; r++) {
+            int32_t v;
+            memcpy(&v, a + (size_t)r * lda + 4 * k4, 4);
+            const __m512i bc = _mm512_set1_epi32(v);
+            const __m512i av = FL ? _mm512_xor_si512(bc, fl) : bc; /* FL: s8 activations */
+            for (int b = 0; b < NB; b++) acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], av, wv[b]);
+        }
+    }
+    if (K % 4) {
+        const int k4 = k4full;
+        for (int r = 0; r < R; r++) {
+            const __m512i av = _mm512_set1_epi32((int)load4(a + (size_t)r * lda, 4 * k4, K, flip));
+            for (int b = 0; b < NB; b++)
+                acc[r][b] = _mm512_dpbusd_epi32(
+                    acc[r][b], av,
+                    _mm512_loadu_si512((const void *)(w + (size_t)b * 16 * kp + (size_t)k4 * 64)));
+        }
+    }
+    for (int b = 0; b < NB; b++) {
+        const int n = nj - 16 * b;
+        const __m512i bv = _mm512_maskz_loadu_epi32(lanes(n), bias + 16 * b);
+        if (y8) {
+            const rq_ch c = rq_load(mul + 16 * b, add + 16 * b, n);
+            for (int r = 0; r < R; r++)
+                _mm_mask_storeu_epi8(y8 + (size_t)r * ldy + 16 * b, lanes(n),
+                                     rq16c(_mm512_add_epi32(acc[r][b], bv), &c, rv));
+        } else {
+            for (int r = 0; r < R; r++)
+                _mm512_storeu_si512((void *)(out + (size_t)r * 64 + b * 16),
+                                    _mm512_add_epi32(acc[r][b], bv));
+        }
+    }
+}
+#endif
+
+#ifndef EQ_NHWC_VNNI
+/* Portable: one pixel x NB blocks of 16 channels (gcc vectorises the j loop). */
+static void tile_c(const uint8_t *a, int K, uint32_t flip, const int8_t *w, int kp, int NB,
+                   int32_t *out) {
+    for (int b = 0; b < NB; b++) {
+        int32_t t[16] = {0};
+        const int8_t *wb = w + (size_t)b * 16 * kp;
+        for (int k4 = 0; k4 * 4 < K; k4++) {
+            const uint32_t v = load4(a, 4 * k4, K, flip);
+            const int32_t x0 = v & 0xff, x1 = (v >> 8) & 0xff, x2 = (v >> 16) & 0xff, x3 = v >> 24;
+            const int8_t *wk = wb + (size_t)k4 * 64;
+            for (int j = 0; j < 16; j++)
+                t[j] += x0 * wk[4 * j] + x1 * wk[4 * j + 1] + x2 * wk[4 * j + 2] + x3 * wk[4 * j + 3];
+        }
+        memcpy(out + b * 16, t, sizeof t);
+    }
+}
+#endif
+
+#ifdef EQ_NHWC_VNNI
+#define TILE1(R, NB, FL)                                                                 \
+    tile_vnni(ap, lda, K, flip, wb, kp, R, NB, FL, nj, bias + jb, mul + jb, add + jb, &rv, \
+              y8 ? y8 + (size_t)p * ldy + jb : NULL, ldy, out)
+/* constant R, NB and FL: the tile's loops unroll and its accumulators stay in registers */
+#define TILE(R, NB)                                                                      \
+    do {                                                                                 \
+        if (flip)                                                                        \
+            TILE1(R, NB, 1);                                                             \
+        else                                                                             \
+            TILE1(R, NB, 0);                                                             \
+    } while (0)
+#endif
+
+/* Rows [p0, p1) x output channels [j0, j1) (j0 a multiple of 16). */
+static void gemm_range(const uint8_t *a, size_t lda, int K, uint32_t flip, const int8_t *w,
+                       int kp, const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
+                       size_t ldy, int p0, int p1, int j0, int j1) {
+    int32_t out[4 * 64];
+    /* pixel blocks whose rows stay in L1 while every channel block passes over them */
+    int pb = (int)(16384 / (K > 0 ? K : 1));
+    pb = pb < 4 ? 4 : pb & ~3;
+#ifdef EQ_NHWC_VNNI
+    const int fast = rq != NULL && (y_dt == EQ_U8 || y_dt == EQ_S8);
+    uint8_t *y8 = fast ? (uint8_t *)y : NULL;
+    const int64_t *mul = fast ? rq->mul : NULL, *add = fast ? rq->add : NULL;
+    const rq_vec rv = fast ? rq_setup(rq) : (rq_vec){_mm_setzero_si128(), _mm512_setzero_si512(),
+                                                    _mm512_setzero_si512()};
+#endif
+    for (int q0 = p0; q0 < p1; q0 += pb) {
+        const int q1 = q0 + pb < p1 ? q0 + pb : p1;
+        for (int jb = j0; jb < j1; jb += 64) {
+            const int nj = j1 - jb < 64 ? j1 - jb : 64, nb = (nj + 15) / 16;
+            const int8_t *wb = w + (size_t)jb * kp;
+            int p = q0;
+#ifdef EQ_NHWC_VNNI
+            for (; p + 4 <= q1; p += 4) {
+                const uint8_t *ap = a + (size_t)p * lda;
+                switch (nb) {
+                case 4: TILE(4, 4); break;
+                case 3: TILE(4, 3); break;
+                case 2: TILE(4, 2); break;
+                default: TILE(4, 1); break;
+                }
+                if (!y8)
+                    for (int r = 0; r < 4; r++)
+                        store_channels(out + r * 64, nj, jb, rq, y, y_dt, (size_t)(p + r) * ldy + jb);
+            }
+            for (; p < q1; p++) {
+                const uint8_t *ap = a + (size_t)p * lda;
+                switch (nb) {
+                case 4: TILE(1, 4); break;
+                case 3: TILE(1, 3); break;
+                case 2: TILE(1, 2); break;
+                default: TILE(1, 1); break;
+                }
+                if (!y8) store_channels(out, nj, jb, rq, y, y_dt, (size_t)p * ldy + jb);
+            }
+#else
+            for (; p < q1; p++) {
+                tile_c(a + (size_t)p * lda, K, flip, wb, kp, nb, out);
+                for (int j = 0; j < nj; j++) out[j] += bias[jb + j];
+                store_channels(out, nj, jb, rq, y, y_dt, (size_t)p * ldy + jb);
+            }
+#endif
+        }
+    }
+}
+
+/* Thread t's share: pixels when there are enough of them, else channel blocks of 16. */
+static void split(int rows, int m, int t, int nt, int *p0, int *p1, int *j0, int *j1) {
+    *p0 = 0, *p1 = rows, *j0 = 0, *j1 = m;
+    if (nt <= 1) return;
+    if (rows >= 16 * nt) {
+        const int share = ((rows + nt - 1) / nt + 3) & ~3;
+        *p0 = t * share < rows ? t * share : rows;
+        *p1 = *p0 + share < rows ? *p0 + share : rows;
+    } else {
+        const int blocks = (m + 15) / 16, share = (blocks + nt - 1) / nt;
+        *j0 = t * share * 16 < m ? t * share * 16 : m;
+        *j1 = *j0 + share * 16 < m ? *j0 + share * 16 : m;
+    }
+}
+
+typedef struct {
+    const uint8_t *a;
+    size_t lda;
+    int rows, k, kp, m;
+    uint32_t flip;
+    const int8_t *w;
+    const int32_t *bias;
+    const eq_rq *rq;
+    void *y;
+    int y_dt;
+} gemm_ctx;
+
+static void gemm_task(void *arg, int t, int nt) {
+    const gemm_ctx *g = (const gemm_ctx *)arg;
+    int p0, p1, j0, j1;
+    split(g->rows, g->m, t, nt, &p0, &p1, &j0, &j1);
+    if (p0 < p1 && j0 < j1)
+        gemm_range(g->a, g->lda, g->k, g->flip, g->w, g->kp, g->bias, g->rq, g->y,
+                   g->y_dt, (size_t)g->m, p0, p1, j0, j1);
+}
+
+void eq_gemm_nhwc(int rows, int m, int k, const void *a, int a_dt, const int8_t *w, int kp,
+                  const int32_t *bias, const eq_rq *rq, void *y, int y_dt, int threads) {
+    const gemm_ctx g = {(const uint8_t *)a, (size_t)k, rows, k, kp, m,
+                        a_dt == EQ_S8 ? 0x80808080u : 0u, w, bias, rq, y, y_dt};
+    eq_parallel(gemm_task, (void *)&g, threads < 1 ? 1 : threads);
+}
+
+/* ---- general (group 1) convolution: im2col rows of kp bytes, taps (ky, kx, c) ---- */
+int eq_nhwc_block(int kp) {
+    int pb = 32768 / (kp > 0 ? kp : 1);
+    pb = pb < 4 ? 4 : pb & ~3;
+    return pb;
+}
+
+static void im2col_nhwc(const eq_conv_shape *s, const uint8_t *x, uint8_t flip, int q0, int nq,
+                        int kp, uint8_t *cols) {
+    const int C = s->c, H = s->h, W = s->w, OW = s->ow, OHW = s->oh * s->ow;
+    const uint8_t *x_end = x + (size_t)s->n * H * W * C, *cols_end = cols + (size_t)nq * kp;
+    const uint64_t flip64 = flip ? 0x8080808080808080ull : 0;
+    int ni = q0 / OHW, oy = (q0 % OHW) / OW, ox = q0 % OW;
+    for (int i = 0; i < nq; i++, ox++) {
+        if (ox == OW) {
+            ox = 0;
+            if (++oy == s->oh) oy = 0, ni++;
+        }
+        uint8_t *col = cols + (size_t)i * kp;
+        int t = 0;
+        for (int ky = 0; ky < s->kh; ky++) {
+            const int iy = oy * s->sh - s->pt + ky * s->dh;
+            if (s->dw == 1 && iy >= 0 && iy < H && ox * s->sw - s->pl >= 0 &&
+                ox * s->sw - s->pl + s->kw <= W) { /* the whole kx run is one span */
+                const uint8_t *src = x + (((size_t)ni * H + iy) * W + ox * s->sw - s->pl) * C;
+                const int span = s->kw * C, span16 = (span + 15) & ~15;
+                if (src + span16 <= x_end && col + t + span16 <= cols_end) {
+                    /* 8-byte words; the bytes copied past the span are overwritten by
+                     * the next span or the zero tail */
+                    for (int e = 0; e < span16; e += 8) {
+                        uint64_t v;
+                        memcpy(&v, src + e, 8);
+                        v ^= flip64;
+                        memcpy(col + t + e, &v, 8);
+                    }
+                } else {
+                    for (int e = 0; e < span; e++) col[t + e] = src[e] ^ flip;
+                }
+                t += span;
+                continue;
+            }
+            for (int kx = 0; kx < s->kw; kx++, t += C) {
+                const int ix = ox * s->sw - s->pl + kx * s->dw;
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) {
+                    memset(col + t, flip, (size_t)C); /* the integer 0 */
+                    continue;
+                }
+                const uint8_t *src = x + (((size_t)ni * H + iy) * W + ix) * C;
+                for (int c = 0; c < C; c++) col[t + c] = src[c] ^ flip;
+            }
+        }
+        memset(col + t, 0, (size_t)(kp - t));
+    }
+}
+
+typedef struct {
+    const eq_conv_shape *s;
+    const uint8_t *x;
+    uint8_t flip;
+    int kp;
+    const int8_t *w;
+    const int32_t *bias;
+    const eq_rq *rq;
+    void *y;
+    int y_dt;
+    uint8_t *cols;
+} conv_ctx;
+
+static void conv_task(void *arg, int t, int nt) {
+    const conv_ctx *c = (const conv_ctx *)arg;
+    const eq_conv_shape *s = c->s;
+    const int total = s->n * s->oh * s->ow, pb = eq_nhwc_block(c->kp);
+    uint8_t *cols = c->cols + (size_t)t * pb * c->kp;
+    const int nblocks = (total + pb - 1) / pb;
+    for (int bi = t; bi < nblocks; bi += nt) {
+        const int q0 = bi * pb, nq = total - q0 < pb ? total - q0 : pb;
+        im2col_nhwc(s, c->x, c->flip, q0, nq, c->kp, cols);
+        gemm_range(cols, (size_t)c->kp, c->kp, 0, c->w, c->kp, c->bias, c->rq,
+                   (uint8_t *)c->y + (size_t)q0 * s->m * eq_dtype_size(c->y_dt), c->y_dt,
+                   (size_t)s->m, 0, nq, 0, s->m);
+    }
+}
+
+void eq_conv_nhwc(const eq_conv_shape *s, const void *x, int x_dt, const int8_t *w, int kp,
+                  const int32_t *bias, const eq_rq *rq, void *y, int y_dt, uint8_t *cols,
+                  int threads) {
+    const conv_ctx c = {s, (const uint8_t *)x, x_dt == EQ_S8 ? 0x80 : 0, kp, w, bias, rq, y,
+                        y_dt, cols};
+    eq_parallel(conv_task, (void *)&c, threads < 1 ? 1 : threads);
+}
+
+/* ---- depthwise: channel loop innermost ---- */
+typedef struct {
+    const eq_conv_shape *s;
+    const void *x;
+    int x_dt;
+    const int16_t *w; /* [kh*kw][c] */
+    const int32_t *bias;
+    const eq_rq *rq;
+    void *y;
+    int y_dt;
+    int32_t *acc;
+} dw_ctx;
+
+#define DW_PIXEL(T)                                                                      \
+    {                                                                                    \
+        const T *xb = (const T *)d->x;                                                   \
+        for (int ky = ky0; ky < ky1; ky++) {                                             \
+            const int iy = iy0 + ky * DH;                                                \
+            for (int kx = kx0; kx < kx1; kx++) {                                         \
+                const T *xp = xb + (((size_t)ni * H + iy) * W + ix0 + kx * DW) * C;      \
+                const int16_t *wp = d->w + (size_t)(ky * KW + kx) * C;                   \
+                for (int c = 0; c < C; c++) acc[c] += (int32_t)wp[c] * (int32_t)xp[c];   \
+            }                                                                            \
+        }                                                                                \
+    }
+
+/* The tap range [k0, k1) with 0 <= i0 + k*d < n. */
+static inline void tap_range(int i0, int d, int k, int n, int *k0, int *k1) {
+    int a = 0, b = k;
+    while (a < k && i0 + a * d < 0) a++;
+    while (b > a && i0 + (b - 1) * d >= n) b--;
+    *k0 = a, *k1 = b;
+}
+
+#ifdef EQ_NHWC_VNNI
+#define DW_MAX_TAPS 25
+/* One output row, 16 channels [cb, cb+nc) at a time, the block's weights in registers:
+ * lanes of x (u8 zero- / s8 sign-extended) times lanes (w, 0) by vpdpwssd = x*w exactly. */
+static void dw_row_vnni(const dw_ctx *d, int ni, int oy, const rq_vec *rv) {
+    const eq_conv_shape *s = d->s;
+    const int C = s->c, H = s->h, W = s->w, OW = s->ow, KH = s->kh, KW = s->kw;
+    const int DH = s->dh, DW = s->dw, iy0 = oy * s->sh - s->pt, sgn = d->x_dt == EQ_S8;
+    int ky0, ky1;
+    tap_range(iy0, DH, KH, H, &ky0, &ky1);
+    const uint8_t *xb = (const uint8_t *)d->x + (size_t)ni * H * W * C;
+    uint8_t *yr = (uint8_t *)d->y + ((size_t)ni * s->oh + oy) * OW * C;
+    for (int cb = 0; cb < C; cb += 16) {
+        const int nc = C - cb < 16 ? C - cb : 16;
+        const __mmask16 mk = lanes(nc);
+        __m512i wv[DW_MAX_TAPS];
+        for (int t = 0; t < KH * KW; t++)
+            wv[t] = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, d->w + (size_t)t * C + cb));
+        const __m512i bv = _mm512_maskz_loadu_epi32(mk, d->bias + cb);
+        const rq_ch rc = rq_load(d->rq->mul + cb, d->rq->add + cb, nc);
+        const size_t xs = (size_t)s->sw * C; /* x step between neighbouring outputs */
+        int ox = 0;
+        for (; ox < OW; ox++) {
+            const int ix0 = ox * s->sw - s->pl;
+            if (ox + 4 <= OW && ix0 >= 0 && ix0 + 3 * s->sw + (KW - 1) * DW < W) {
+                /* 4 interior outputs: 4 independent accumulator chains */
+                __m512i a0 = bv, a1 = bv, a2 = bv, a3 = bv;
+                for (int ky = ky0; ky < ky1; ky++) {
+                    const uint8_t *xr = xb + ((size_t)(iy0 + ky * DH) * W + ix0) * C + cb;
+                    for (int kx = 0; kx < KW; kx++) {
+                        const uint8_t *xp = xr + (size_t)kx * DW * C;
+                        const __m512i wk = wv[ky * KW + kx];
+#define DW_LANE(A, J)                                                                    \
+    {                                                                                    \
+        const __m128i raw = _mm_maskz_loadu_epi8(mk, xp + (J) * xs);                     \
+        A = _mm512_dpwssd_epi32(A, sgn ? _mm512_cvtepi8_epi32(raw) : _mm512_cvtepu8_epi32(raw), wk); \
+    }
+                        DW_LANE(a0, 0)
+                        DW_LANE(a1, 1)
+                        DW_LANE(a2, 2)
+                        DW_LANE(a3, 3)
+#undef DW_LANE
+                    }
+                }
+                const __m512i av[4] = {a0, a1, a2, a3};
+                for (int j = 0; j < 4; j++)
+                    _mm_mask_storeu_epi8(yr + (size_t)(ox + j) * C + cb, mk,
+                                         rq16c(av[j], &rc, rv));
+                ox += 3;
+                continue;
+            }
+            int kx0, kx1;
+            tap_range(ix0, DW, KW, W, &kx0, &kx1);
+            __m512i acc = bv;
+            for (int ky = ky0; ky < ky1; ky++) {
+                const uint8_t *xr = xb + ((size_t)(iy0 + ky * DH) * W + ix0) * C + cb;
+                for (int kx = kx0; kx < kx1; kx++) {
+                    const __m128i raw = _mm_maskz_loadu_epi8(mk, xr + (size_t)kx * DW * C);
+                    const __m512i xv = sgn ? _mm512_cvtepi8_epi32(raw) : _mm512_cvtepu8_epi32(raw);
+                    acc = _mm512_dpwssd_epi32(acc, xv, wv[ky * KW + kx]);
+                }
+            }
+            _mm_mask_storeu_epi8(yr + (size_t)ox * C + cb, mk, rq16c(acc, &rc, rv));
+        }
+    }
+}
+#endif
+
+static void dw_task(void *arg, int t, int nt) {
+    const dw_ctx *d = (const dw_ctx *)arg;
+    const eq_conv_shape *s = d->s;
+    const int C = s->c, H = s->h, W = s->w, OH = s->oh, OW = s->ow, KH = s->kh, KW = s->kw;
+    const int DH = s->dh, DW = s->dw;
+    int32_t *acc = d->acc + (size_t)t * C;
+    const int rows = s->n * OH, share = (rows + nt - 1) / nt;
+    const int r0 = t * share, r1 = r0 + share < rows ? r0 + share : rows;
+#ifdef EQ_NHWC_VNNI
+    if (d->rq != NULL && (d->y_dt == EQ_U8 || d->y_dt == EQ_S8) && KH * KW <= DW_MAX_TAPS) {
+        const rq_vec rv = rq_setup(d->rq);
+        for (int r = r0; r < r1; r++) dw_row_vnni(d, r / OH, r % OH, &rv);
+        return;
+    }
+#endif
+    for (int r = r0; r < r1; r++) {
+        const int ni = r / OH, oy = r % OH, iy0 = oy * s->sh - s->pt;
+        int ky0, ky1;
+        tap_range(iy0, DH, KH, H, &ky0, &ky1);
+        for (int ox = 0; ox < OW; ox++) {
+            const int ix0 = ox * s->sw - s->pl;
+            int kx0, kx1;
+            tap_range(ix0, DW, KW, W, &kx0, &kx1);
+            memcpy(acc, d->bias, sizeof(int32_t) * (size_t)C);
+            if (d->x_dt == EQ_U8)
+                DW_PIXEL(uint8_t)
+            else
+                DW_PIXEL(int8_t)
+            store_channels(acc, C, 0, d->rq, d->y, d->y_dt, ((size_t)r * OW + ox) * C);
+        }
+    }
+}
+
+void eq_dw_nhwc(const eq_conv_shape *s, const void *x, int x_dt, const int16_t *w,
+                const int32_t *bias, const eq_rq *rq, void *y, int y_dt, int32_t *acc,
+                int threads) {
+    const dw_ctx d = {s, x, x_dt, w, bias, rq, y, y_dt, acc};
+    eq_parallel(dw_task, (void *)&d, threads < 1 ? 1 : threads);
+}
+
+/* ---- LayoutConvert: y = transpose(x, perm) of a 4-D tensor of element size es ---- */
+void eq_transpose4(const void *x, size_t es, const int *shape, const int *perm, void *y) {
+    size_t st[4], acc = 1;
+    for (int i = 3; i >= 0; i--) st[i] = acc, acc *= (size_t)shape[i];
+    const int d0 = shape[perm[0]], d1 = shape[perm[1]], d2 = shape[perm[2]], d3 = shape[perm[3]];
+    const size_t s0 = st[perm[0]], s1 = st[perm[1]], s2 = st[perm[2]], s3 = st[perm[3]];
+    const uint8_t *xb = (const uint8_t *)x;
+    uint8_t *o = (uint8_t *)y;
+    for (int a = 0; a < d0; a++)
+        for (int b = 0; b < d1; b++)
+            for (int c = 0; c < d2; c++) {
+                const uint8_t *src = xb + (a * s0 + b * s1 + c * s2) * es;
+                if (es == 1)
+                    for (int e = 0; e < d3; e++) *o++ = src[e * s3];
+                else
+                    for (int e = 0; e < d3; e++, o += es) memcpy(o, src + e * s3 * es, es);
+            }
+}
+
+/* ---- MaxPool on NHWC u8/s8: the channel loop innermost; padding never wins (ONNX) ---- */
+#define MAXPOOL_NHWC(T)                                                                   \
+    {                                                                                     \
+        const T *xb = (const T *)x;                                                       \
+        T *yb = (T *)y;                                                                   \
+        for (int ni = 0; ni < s->n; ni++)                                                 \
+            for (int oy = 0; oy < s->oh; oy++)                                            \
+                for (int ox = 0; ox < s->ow; ox++) {                                      \
+                    const int iy0 = oy * s->sh - s->pt, ix0 = ox * s->sw - s->pl;         \
+                    int ky0, ky1, kx0, kx1;                                               \
+                    tap_range(iy0, s->dh, s->kh, s->h, &ky0, &ky1);                       \
+                    tap_range(ix0, s->dw, s->kw, s->w, &kx0, &kx1);                       \
+                    T *o = yb + (((size_t)ni * s->oh + oy) * s->ow + ox) * C;             \
+                    int first = 1;                                                        \
+                    for (int ky = ky0; ky < ky1; ky++)                                    \
+                        for (int kx = kx0; kx < kx1; kx++) {                              \
+                            const T *p = xb + (((size_t)ni * s->h + iy0 + ky * s->dh) * s->w + \
+                                               ix0 + kx * s->dw) * C;                     \
+                            if (first)                                                    \
+                                memcpy(o, p, (size_t)C * sizeof(T));                      \
+                            else                                                          \
+                                for (int c = 0; c < C; c++) o[c] = p[c] > o[c] ? p[c] : o[c]; \
+                            first = 0;                                                    \
+                        }                                                                 \
+                }                                                                         \
+    }
+
+void eq_maxpool_nhwc(const eq_pool_shape *s, const void *x, int dt, void *y) {
+    const int C = s->c;
+    if (dt == EQ_S8)
+        MAXPOOL_NHWC(int8_t)
+    else
+        MAXPOOL_NHWC(uint8_t)
+}

@@ -1,0 +1,59 @@
+"""Runs every command of the README's armcl example: the QuantLab Dronet (cost table,
+auto program, its golden output) and our own export of an F2T network (all-ARMCL,
+bit-exact with the reference backend)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.engine import load
+from edgeq.engine.backends.reference.executor import run_graph
+from edgeq.engine.onnx.exporter import export_onnx
+from edgeq.engine.tensor_io import read_text_vector
+from tests.engine.passes.graphs import random_feeds, tq_graph
+
+ROOT = Path(__file__).resolve().parents[4]
+DRONET = ROOT / "../shared/fixtures/quantlab/dronet"
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- readme-armcl -->\n```bash\n(.*?)```", text, re.S).group(1)
+    return [ln.split("  #")[0].strip() for ln in block.splitlines()
+            if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def test_readme_armcl_example(tmp_path, acl):
+    for name in ("DRONETV3_ql_integerized.onnx", "input.txt"):
+        shutil.copy(DRONET / name, tmp_path / name)
+    _, x = read_text_vector(DRONET / "input.txt")
+    np.save(tmp_path / "input.npy", x.astype(np.uint8))
+    # our own export (as `edgeq quantize` writes it: multipliers within float32's 24 bits)
+    graph = tq_graph("resnet", significant_bits=24)
+    export_onnx(graph, tmp_path / "model_tq.onnx", dialect="edgeq")
+    xi = random_feeds(graph, batch=1, seed=7)[graph.inputs[0]]
+    np.save(tmp_path / "tq_input.npy", xi)
+    commands = readme_commands()
+    assert len(commands) == 5
+    outputs = []
+    for cmd in commands:
+        argv = shlex.split(cmd)
+        if argv[0] == "edgeq":
+            argv = [sys.executable, "-m", "edgeq.cli", *argv[1:]]
+        proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, (cmd, proc.stderr)
+        outputs.append(proc.stdout)
+    assert "armcl kinsn" in outputs[0] and (tmp_path / "cost.json").exists()
+    assert "11 layers on armcl" in outputs[1]
+    assert np.load(tmp_path / "output.npy").tolist() == [[435, 0]]
+    assert re.search(r"[1-9]\d* layers on armcl", outputs[3])
+    mine = load(tmp_path / "model_tq.onnx").graph
+    (want,) = run_graph(mine, {mine.inputs[0]: xi}).values()
+    np.testing.assert_array_equal(np.load(tmp_path / "tq_output.npy"), want)
