@@ -110,11 +110,12 @@ class LandmarkApp:
         return out.reshape(62)
 
     def _output_eps(self, ndim: int) -> np.ndarray:
-        from edgeq.engine.backends.c.landmarks import graph_output_eps
-
-        eps = graph_output_eps(self.model.graph, self.output.name)
-        if eps is not None:
-            eps = eps.reshape((1, -1) if eps.size > 1 else ())
+        quant = self.output.quant
+        eps = quant.eps_array(ndim) if quant is not None else None
+        if eps is None:
+            meta = getattr(self.model.graph, "meta", {}).get("eps", {}).get(self.output.name)
+            eps = None if meta is None else np.asarray(meta, np.float64).reshape(
+                (1, -1) if np.ndim(meta) else ())
         if eps is None:
             raise ModelFileError(
                 f"model '{self.model.source}': integer output '{self.output.name}' carries "
