@@ -4,7 +4,11 @@ on the TQ model of a real tiny demo run (tests/landmarks_demo.py)."""
 
 from __future__ import annotations
 
+import re
+import shlex
+import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -116,3 +120,34 @@ def test_compile_task_errors(tq, tmp_path, capsys):
     graph.meta.pop("eps")
     with pytest.raises(ModelFileError, match="carries no eps"):
         LandmarkPost.for_graph(graph, ParamWhitening.load(run / "whitening.json"))
+
+
+def readme_deploy_commands() -> list[str]:
+    from tests.conftest import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "README.md").read_text()
+    block = re.search(r"<!-- readme-landmarks-deploy -->\n```bash\n(.*?)```", text, re.S)
+    return [ln.strip() for ln in block.group(1).splitlines() if ln.strip()]
+
+
+def test_readme_deploy_lines(cross_toolchain, tq, tmp_path):
+    """The README's lines on the tiny demo's files (32 px instead of 64): the app with
+    --backend c, the cortex-a72 build with the landmark task, run under qemu."""
+    from PIL import Image
+
+    run, _, model, wh, x, ref, task = tq
+    shutil.copytree(run, tmp_path / "edgeq-demo-landmarks")
+    Image.fromarray(task.faces["test"].images[0].transpose(1, 2, 0)).save(tmp_path / "face.png")
+    np.save(tmp_path / "face.npy", x[:1])
+    commands = readme_deploy_commands()
+    assert len(commands) == 3
+    for cmd in commands:
+        argv = shlex.split(cmd)
+        if argv[0] == "edgeq":
+            argv = [sys.executable, "-m", "edgeq.cli", *argv[1:]]
+        proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, (cmd, proc.stderr)
+    assert (tmp_path / "face_c.png").is_file()
+    assert np.array_equal(np.load(tmp_path / "params.npy"), ref[:1])
+    np.testing.assert_allclose(np.load(tmp_path / "points.npy"),
+                               python_points(model, wh, ref[:1], 32), rtol=0, atol=POINT_ATOL)
