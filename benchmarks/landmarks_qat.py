@@ -95,7 +95,9 @@ def timed_train(model, task, cfg, seed, epochs, lr, controller=None) -> tuple[fl
     return (time.perf_counter() - start) / n, (time.process_time() - cpu) / n
 
 
-def run_width(args, task, width: float) -> list[dict]:
+def run_width(args, task, width: float, on_seed=None) -> list[dict]:
+    """Every variant at ``width`` over the seeds; ``on_seed(rows)`` gets the summary rows
+    after each seed (so a long run cut short still leaves its finished seeds)."""
     from edgeq.train.controller import QATController, observing
     from edgeq.train.f2f import f2f
     from edgeq.train.spec import ScheduleSpec
@@ -119,6 +121,8 @@ def run_width(args, task, width: float) -> list[dict]:
             rows.setdefault((label, bits), []).append(
                 _result(task, predict(fq, x_test), q_epoch, fp_epoch))
         print(f"width {width} seed {seed}: done", file=sys.stderr, flush=True)
+        if on_seed is not None:
+            on_seed([_summarise(width, m, b, runs) for (m, b), runs in rows.items()])
     return [_summarise(width, method, bits, runs) for (method, bits), runs in rows.items()]
 
 
@@ -188,8 +192,13 @@ def _run(args) -> int:
     start = time.perf_counter()
     baselines = task.baselines()
     rows: list[dict] = []
-    for i, w in enumerate(args.widths):  # JSON after every width: a long run can be cut
-        rows += run_width(args, task, w)
+    for i, w in enumerate(args.widths):  # JSON after every seed: a long run can be cut
+        def partial(width_rows, done=rows):
+            n = len(width_rows[0]["runs"])
+            write_json(args.out, _results(args, done + width_rows, baselines,
+                                          format_table(done + width_rows, baselines, n),
+                                          start, complete=False))
+        rows += run_width(args, task, w, partial)
         table = format_table(rows, baselines, args.seeds)
         write_json(args.out, _results(args, rows, baselines, table, start,
                                       complete=i == len(args.widths) - 1))

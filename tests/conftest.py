@@ -25,3 +25,7 @@ def shared_fixture(*parts: str) -> Path:
 @pytest.fixture
 def dronet_dir() -> Path:
     return shared_fixture("quantlab", "dronet")
+
+
+# the tiny landmark demo run, shared across test modules (one per session)
+from tests.landmarks_demo import landmark_demo  # noqa: E402,F401

@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--threads", type=int, default=1, metavar="T",
                       help="POSIX threads per convolution (default 1)")
     comp.add_argument("--force", action="store_true", help="replace a non-empty DIR")
+    comp.add_argument("--task", choices=("landmarks_3ddfa",),
+                      help="add the task's post-processing in C: landmarks_3ddfa de-whitens "
+                           "the 62 parameters and writes the 68 points (run_model --landmarks)")
+    comp.add_argument("--whitening", metavar="WHITENING.json",
+                      help="with --task landmarks_3ddfa (default: whitening.json beside MODEL)")
     _input_range_flags(comp)
     comp.set_defaults(func=cmd_compile)
 
@@ -122,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     marks.add_argument("image", metavar="IMAGE")
     marks.add_argument("--box", metavar="X0,Y0,X1,Y1",
                        help="face detector box (3DDFA's ROI rule); default: whole image")
-    marks.add_argument("--backend", choices=("reference",), default="reference")
+    marks.add_argument("--backend", choices=("reference", "c", "c:cortex-a72"),
+                       default="reference", help="reference (NumPy), c (generated C, host) "
+                       "or c:cortex-a72 (under qemu-aarch64); C runs the post-processing too")
     marks.add_argument("--whitening", metavar="WHITENING.json")
     marks.add_argument("--out", required=True, metavar="ANNOTATED.png")
     marks.set_defaults(func=cmd_landmarks)
@@ -235,6 +242,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from edgeq.engine.backends.c import compile_model
 
     if args.backend.strip() == "auto" or "armcl" in args.backend:
+        if args.task is not None:
+            raise EdgeqError(f"compile: --task {args.task} needs --backend c "
+                             f"(the task's post-processing is a C kernel), not '{args.backend}'")
         return _compile_armcl(args)
     model = load(args.model, input_range=_input_range(args), backend=args.backend)
     others = sorted({b for b in model._assignment.values() if b.split(":")[0] != "c"})
@@ -242,15 +252,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
         node = next(n for n, b in model._assignment.items() if b in others)
         raise EdgeqError(f"compile: node '{node}' is assigned to backend '{others[0]}'; "
                          "a compiled program runs only the c backend")
+    post = _compile_post(args, model)
     cm = compile_model(model.graph, args.out, target=args.target, batch=args.batch,
-                       threads=args.threads, force=args.force)
+                       threads=args.threads, force=args.force, post=post)
     p = cm.plan
     print(f"wrote {args.out}: {len(cm.graph.nodes)} nodes, target {args.target}, "
           f"batch {args.batch}")
     print(f"arena {p.arena_bytes} bytes, lower bound {p.lower_bound} bytes "
           f"(ratio {p.ratio:.3f})")
     runner = " ".join([*cm.target.runner, str(cm.binary)])
-    print(f"run: {runner} IN.npy OUT.npy [--repeat N] [--per-layer]")
+    extra = " [--landmarks PTS.npy [--roi X0,Y0,X1,Y1]]" if post is not None else ""
+    print(f"run: {runner} IN.npy OUT.npy [--repeat N] [--per-layer]{extra}")
     return 0
 
 
@@ -277,6 +289,21 @@ def _compile_armcl(args: argparse.Namespace) -> int:
     runner = " ".join([*cm.target.runner, str(cm.binary)])
     print(f"run: {runner} IN.npy OUT.npy [--repeat N] [--per-layer]")
     return 0
+
+
+def _compile_post(args: argparse.Namespace, model):
+    """The task's C post-processing for ``edgeq compile --task`` (None without --task)."""
+    from pathlib import Path
+
+    if args.task is None:
+        if args.whitening is not None:
+            raise EdgeqError("--whitening needs --task landmarks_3ddfa")
+        return None
+    from edgeq.data.face3d import WHITENING_FILE, ParamWhitening
+    from edgeq.engine.backends.c.landmarks import LandmarkPost
+
+    path = args.whitening or Path(args.model).parent / WHITENING_FILE
+    return LandmarkPost.for_graph(model.graph, ParamWhitening.load(path), source=args.model)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -115,8 +115,8 @@ def test_preprocess_feeds_the_normalised_crop(tmp_path, setup):
 
 def test_app_errors(tmp_path, setup):
     d, _, _, _ = setup
-    with pytest.raises(ConfigError, match="backend 'c'"):
-        LandmarkApp(d / "const.onnx", backend="c")
+    with pytest.raises(ConfigError, match="backend 'gpu'"):
+        LandmarkApp(d / "const.onnx", backend="gpu")
     write_model(tmp_path / "m.onnx", np.zeros((62, 3)), np.zeros(62))
     with pytest.raises(ConfigError, match="whitening.json"):
         LandmarkApp(tmp_path / "m.onnx")  # no whitening.json beside it

@@ -13,26 +13,17 @@ from edgeq.cli import main
 from edgeq.engine import load
 from edgeq.lab import pipeline
 from edgeq.lab.tasks import landmarks
+from tests.landmarks_demo import require_tool
 
 SUMMARY_KEYS = ("fp_nme", "fq_nme", "tq_nme", "engine_nme", "baseline_mean_nme",
                 "baseline_oracle_pose_nme", "bit_exact", "fp_weight_bytes", "int_weight_bytes")
 BINS = ("nme_yaw_0_30", "nme_yaw_30_60", "nme_yaw_60_90", "nme_bins_mean")
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """The README's command, shrunk: 64 training faces at 32 px, one epoch per phase."""
-    out = tmp_path_factory.mktemp("lm") / "demo"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(landmarks, "DEMO_SIZES", {"n_train": 64, "n_val": 4, "n_test": 24})
-        mp.setattr(landmarks, "DEMO_MODEL", {"width": 0.25, "input_size": 32})
-        mp.setattr(landmarks, "DEMO_TRAINING", {"fp_epochs": 1, "qat_epochs": 1,
-                                                "schedule": "onecycle"})
-        # stands in for the C backend: the hook's plumbing, not a C program
-        mp.setattr(pipeline, "deployed_outputs", pipeline.engine_outputs)
-        code = main(["demo", "--task", "landmarks", "--out", str(out), "--quiet"])
-    assert code == 0
-    return out, json.loads((out / "summary.json").read_text())
+@pytest.fixture
+def demo_run(landmark_demo):
+    """The README's command, shrunk (tests/landmarks_demo.py): one run per session."""
+    return landmark_demo
 
 
 def test_summary_has_every_key_with_sane_values(demo_run, capsys):
@@ -45,10 +36,43 @@ def test_summary_has_every_key_with_sane_values(demo_run, capsys):
         assert 0 < summary[f"{stage}_nme"] < 100
     assert summary["bit_exact"] is True and summary["dory_bit_exact"] is True
     assert summary["engine_nme"] == summary["tq_nme"]  # same integers -> same NME
-    assert summary["deployed_nme"] == summary["tq_nme"] and summary["deployed_bit_exact"]
     assert summary["int_weight_bytes"] < summary["fp_weight_bytes"] / 3  # 8-bit weights
     assert summary["baseline_oracle_pose_nme"] < summary["baseline_mean_nme"]
     assert summary["metric"] == "nme" and summary["higher_is_better"] is False
+
+
+def test_deployed_c_program_is_bit_exact(demo_run):
+    """The C program built by gcc ran on the test faces: same integers as TQ torch, so
+    the same NME; the picture shows its points."""
+    require_tool("gcc")
+    out, summary = demo_run
+    assert summary["deployed"] == "c:host"
+    assert summary["deployed_bit_exact"] is True
+    assert summary["deployed_nme"] == summary["tq_nme"] == summary["engine_nme"]
+    for b in BINS:
+        assert summary[f"deployed_{b}"] == summary[f"engine_{b}"]
+    meta = json.loads((out / "landmarks_task.json").read_text())
+    assert meta["picture_stage"] == "deployed"
+    assert "same for the C program (host)" in (out / "table.txt").read_text()
+
+
+def test_deployed_outputs_pads_the_last_batch(demo_run):
+    """A batch size that does not divide the set (30 = 24 + 6): the program the demo
+    built for batch 24 (a cache hit), the last batch padded, outputs unchanged."""
+    require_tool("gcc")
+    out, _ = demo_run
+    x = np.random.default_rng(0).uniform(-1, 1, (30, 3, 32, 32)).astype(np.float32)
+    want = pipeline.engine_outputs(out / "model_tq.onnx", x)
+    got = pipeline.deployed_outputs(out / "model_tq.onnx", x, batch=24)
+    assert got.shape == want.shape and np.array_equal(got, want)
+
+
+def test_deployed_is_skipped_without_a_compiler(monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert pipeline.deployed_outputs("never-read.onnx", np.zeros((1, 3, 32, 32))) is None
+    assert "gcc" in pipeline.deployed_skip_reason()
 
 
 def test_engine_output_is_tq_torch_bit_for_bit(demo_run):

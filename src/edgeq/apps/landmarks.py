@@ -6,10 +6,13 @@ Torch-free (NumPy, Pillow and the engine):
    centred square when there is no box), crop with zero padding, bilinear resize to the
    network's input size, 3DDFA's normalisation ``(x - 127.5) / 128``. For an integer
    model the engine then quantises this float input by the model's input rule.
-2. **network**: any engine backend (``reference`` today).
+2. **network**: the engine's ``reference`` backend, or the generated C program
+   (``c`` on the host, ``c:cortex-a72`` under qemu-aarch64).
 3. **post**: dequantise the 62 outputs (integer models), de-whiten them with the
    ``whitening.json`` that sits beside the model, reconstruct the 68 landmarks in crop
    pixels (3DDFA's reconstruction) and map them back to image pixels through the ROI.
+   With a C backend this step runs in C too: the program is compiled with the
+   post-processing of :mod:`edgeq.engine.backends.c.landmarks` (``eq_landmarks.c``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from edgeq.data.face3d import (
 from edgeq.data.face3d.loaders import crop_roi, crop_to_image, read_image, roi_from_box
 from edgeq.errors import ConfigError, ModelFileError
 
-BACKENDS = ("reference",)
+BACKENDS = ("reference", "c", "c:cortex-a72")
 
 
 class LandmarkApp:
@@ -58,6 +61,30 @@ class LandmarkApp:
             whitening = ParamWhitening.load(whitening)
         self.whitening = whitening
         self.mm = MorphableModel.synthetic() if mm is None else mm
+        self._compiled = None  # the C program (with the post-processing), built on use
+
+    def compiled(self):
+        """The C program of a ``c``/``c:TARGET`` backend (batch 1, post-processing in C),
+        built once; the C backend's cache keeps it across runs."""
+        if self._compiled is None:
+            from edgeq.engine.backends.c import compile_cached
+            from edgeq.engine.backends.c.landmarks import LandmarkPost
+
+            post = LandmarkPost.for_graph(self.model.graph, self.whitening, self.mm,
+                                          str(self.model.source))
+            target = self.backend.partition(":")[2] or "host"
+            self._compiled = compile_cached(self.model.graph, target, batch=1, post=post)
+        return self._compiled
+
+    def points(self, x: np.ndarray, roi=None) -> np.ndarray:
+        """Network and post-processing for the ``x`` of :meth:`preprocess`: the 68
+        landmarks ``[2,68]`` (image pixels with ``roi``), computed by the backend."""
+        if self.backend == "reference":
+            return self.postprocess(self.run_network(x), roi)
+        from edgeq.engine.backends.c.landmarks import run_landmarks
+
+        _, pts = run_landmarks(self.compiled(), x, roi)
+        return pts[0]
 
     def preprocess(self, image, box=None):
         """``(x [1,3,S,S] float32, roi [4])`` for ``image`` (a path or ``uint8 [H,W,3]``
@@ -106,7 +133,7 @@ class LandmarkApp:
     def __call__(self, image, box=None) -> np.ndarray:
         """The 68 landmarks ``[2,68]`` in image pixels."""
         x, roi = self.preprocess(image, box)
-        return self.postprocess(self.run_network(x), roi)
+        return self.points(x, roi)
 
 
 def _input_size(shape, model_path) -> int:
@@ -177,7 +204,7 @@ def run_cli(model: str, image: str, out: str, box: str | None = None,
     app = LandmarkApp(model, whitening, backend=backend)
     img = read_image(image)
     x, roi = app.preprocess(img, parsed)
-    pts = app.postprocess(app.run_network(x), roi)
+    pts = app.points(x, roi)
     try:
         draw_landmarks(img, pts, out, roi if parsed is not None else None)
     except (OSError, ValueError, KeyError) as e:

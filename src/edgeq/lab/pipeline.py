@@ -51,6 +51,7 @@ class SeedResult:
     stage_cpu_seconds: dict = field(default_factory=dict)
     fidelity: dict = field(default_factory=dict)
     artefacts: list = field(default_factory=list)  # task files written beside the models
+    deployed: str = ""  # what ran the deployed stage ("c:host"), or why it was skipped
 
 
 def build_model(config: PipelineConfig) -> torch.nn.Module:
@@ -88,21 +89,29 @@ def activation_bytes(graph) -> tuple[int, int]:
     return sum(sizes), max(sizes, default=0)
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (gcc, the C program)."""
+    import resource
+
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
 class _Clock:
     """Seconds per stage, and a progress bar over the stages of one seed."""
 
     def __init__(self, seed: int, progress: bool) -> None:
-        self.bar = tqdm(total=7, desc=f"seed {seed}", disable=not progress, leave=False,
+        self.bar = tqdm(total=8, desc=f"seed {seed}", disable=not progress, leave=False,
                         unit="stage")
         self.times: dict[str, float] = {}
         self.cpu: dict[str, float] = {}  # CPU seconds (all threads): load-independent
-        self.t, self.c = time.perf_counter(), time.process_time()
+        self.t, self.c = time.perf_counter(), _cpu_seconds()
 
     def stage(self, name: str) -> None:
         self.bar.set_postfix_str(name)
 
     def done(self, name: str) -> None:
-        now, cpu = time.perf_counter(), time.process_time()
+        now, cpu = time.perf_counter(), _cpu_seconds()
         self.times[name], self.cpu[name] = round(now - self.t, 2), round(cpu - self.c, 2)
         self.t, self.c = now, cpu
         self.bar.update(1)
@@ -167,10 +176,13 @@ def run_seed(config: PipelineConfig, seed: int, out: Path, progress: bool = True
     bit_exact = bool(np.array_equal(eng_out, tq_out.numpy()))
     clock.done("engine")
 
+    clock.stage("deployed (C)")
     deployed = deployed_outputs(out / "model_tq.onnx", x_test.numpy())
-    if deployed is not None:  # the C backend, once it exists (see deployed_outputs)
+    if deployed is not None:  # the generated C program on the host (gcc)
         record("deployed", tq.dequantise(torch.from_numpy(deployed)))
         metrics["deployed_bit_exact"] = bool(np.array_equal(deployed, tq_out.numpy()))
+    deployed_note = "c:host" if deployed is not None else f"skipped: {deployed_skip_reason()}"
+    clock.done("deployed")
 
     clock.stage("DORY file")
     dory_out, dory_exact = _dory_variant(fq, x_test, out / "model_tq_dory.onnx")
@@ -191,7 +203,7 @@ def run_seed(config: PipelineConfig, seed: int, out: Path, progress: bool = True
         fp_weight_bytes=fp_weight_bytes(model), int_weight_bytes=int_weight_bytes(graph),
         int_activation_bytes=act_total, int_peak_activation_bytes=act_peak,
         seconds=time.perf_counter() - start, stage_seconds=clock.times, stage_cpu_seconds=clock.cpu,
-        fidelity=report.to_json(), artefacts=artefacts,
+        fidelity=report.to_json(), artefacts=artefacts, deployed=deployed_note,
     )
 
 
@@ -213,15 +225,45 @@ def engine_outputs(path: Path, x: np.ndarray, input_range=None,
     return np.concatenate(parts)
 
 
-def deployed_outputs(path: Path, x: np.ndarray) -> np.ndarray | None:
-    """The deployed program's outputs (the C backend on the host), or None.
+def deployed_skip_reason(target: str = "host") -> str | None:
+    """Why the C program for ``target`` cannot be built and run here (None: it can)."""
+    from edgeq.engine.backends.c import TARGETS
 
-    Hook for the C-backend issue: once ``edgeq.engine.load(path, backend="c")`` exists,
-    this returns ``engine_outputs(path, x, backend="c")`` and the summary gains
-    ``deployed_<metric>`` (``deployed_nme``) and ``deployed_bit_exact``. Until then the
-    reference backend (``engine_<metric>``) is the deployed figure.
-    """
+    t = TARGETS[target]
+    for tool in (t.cc, *t.runner[:1]):
+        if shutil.which(tool) is None:
+            return f"'{tool}' not found on PATH (the C backend of target {target} needs it)"
     return None
+
+
+def deployed_outputs(path: Path, x: np.ndarray, *, target: str = "host",
+                     batch: int = ENGINE_BATCH) -> np.ndarray | None:
+    """The deployed program's outputs: ``path`` compiled by the C backend for ``target``
+    (``host``: gcc; ``cortex-a72``: the aarch64 cross compiler, run under qemu) and run
+    on ``x`` in batches; None when the compiler (or qemu) is missing
+    (:func:`deployed_skip_reason` says why).
+
+    Compiled once, for a batch of ``min(batch, len(x))``: the last, shorter batch is
+    padded by repeating its last sample (its extra outputs are dropped), so a run never
+    builds a second program; the C backend's cache reuses the build across calls.
+    """
+    from edgeq.engine import load
+    from edgeq.engine.backends.c import compile_cached
+
+    if deployed_skip_reason(target) is not None:
+        return None
+    graph = load(path).graph
+    n = max(1, min(batch, len(x)))
+    compiled = compile_cached(graph, target, batch=n)
+    name = graph.inputs[0]
+    parts = []
+    for i in range(0, len(x), n):
+        xb = x[i:i + n]
+        if len(xb) < n:
+            xb = np.concatenate([xb, np.repeat(xb[-1:], n - len(xb), axis=0)])
+        out = next(iter(compiled.run({name: np.ascontiguousarray(xb)}).values()))
+        parts.append(np.asarray(out)[:min(n, len(x) - i)])
+    return np.concatenate(parts)
 
 
 def _dory_variant(fq, x, path: Path) -> tuple[torch.Tensor, bool]:
@@ -336,6 +378,7 @@ def summarise(results: list[SeedResult], task: Task) -> dict:
     summary["seconds"] = round(sum(r.seconds for r in results), 1)
     summary["cpu_seconds"] = round(sum(sum(r.stage_cpu_seconds.values()) for r in results), 1)
     summary["artefacts"] = results[0].artefacts
+    summary["deployed"] = results[0].deployed
     summary["seeds"] = [asdict(r) for r in results]
     return summary
 
@@ -369,9 +412,17 @@ def format_table(summary: dict, task: Task | None = None) -> str:
         f"{'integer activations per sample':32s} {act:>10d} bytes  (largest tensor {peak})",
         f"{'engine == TQ torch, bit for bit':32s} {'yes' if summary['bit_exact'] else 'NO':>10s}",
         f"{'  same for the DORY file':32s} {'yes' if summary['dory_bit_exact'] else 'NO':>10s}",
+        _deployed_line(summary),
         f"{'time, wall (CPU)':32s} {summary['seconds']:>8.0f} s  ({summary['cpu_seconds']:.0f} s)",
     ]
     return "\n".join(lines)
+
+
+def _deployed_line(summary: dict) -> str:
+    if "deployed_bit_exact" in summary:
+        same = "yes" if summary["deployed_bit_exact"] else "NO"
+        return f"{'  same for the C program (host)':32s} {same:>10s}"
+    return f"{'deployed (C backend)':32s} {summary.get('deployed') or 'not run'}"
 
 
 # -- output directory -----------------------------------------------------------------------

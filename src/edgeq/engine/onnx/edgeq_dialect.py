@@ -9,7 +9,10 @@ JSON under the metadata key ``edgeq.annotations`` (format in docs/onnx-export.md
   and its ``QuantInfo.to_json()``;
 - ``opset``: the IR graph's own opset (the file's may be higher: see the exporter);
 - ``ops``: every IR op (RequantShift, HarmonisedAdd) with its name, inputs, outputs,
-  integer attributes and the names of the ONNX nodes/constants it was lowered to.
+  integer attributes and the names of the ONNX nodes/constants it was lowered to;
+- ``eps`` (optional): ``graph.meta["eps"]`` and ``graph.meta["eps_axis"]`` for the values
+  in the file — the ε of accumulators (conv/linear outputs, which have no IntRange and so
+  no QuantInfo), above all a network output such as 3DDFA's 62 parameters.
 
 :func:`import_edgeq` runs on a freshly read graph (:func:`edgeq.engine.onnx.reader.to_graph`)
 and restores the exported IR exactly, as passes validated one by one:
@@ -62,8 +65,22 @@ def attach_annotations(model: onnx.ModelProto, graph: Graph, types: dict, ops: l
         "values": values,
         "ops": ops,
     }
+    eps = _meta_eps(graph, in_file)
+    if eps is not None:
+        data["eps"] = eps
     entry = model.metadata_props.add()
     entry.key, entry.value = ANNOTATIONS_KEY, json.dumps(data, default=_json_scalar)
+
+
+def _meta_eps(graph: Graph, in_file: set[str]) -> dict | None:
+    """``{"values": {name: eps}, "axis": {name: axis}}`` for the ε that ``graph.meta``
+    records (F2T's accumulators), restricted to values the file holds; None if none."""
+    eps = graph.meta.get("eps") or {}
+    axes = graph.meta.get("eps_axis") or {}
+    values = {n: e for n, e in eps.items() if n in in_file}
+    if not values:
+        return None
+    return {"values": values, "axis": {n: int(a) for n, a in axes.items() if n in values}}
 
 
 def _file_value_names(model: onnx.ModelProto) -> set[str]:
@@ -113,7 +130,32 @@ def read_annotations(model: onnx.ModelProto, source: str) -> dict:
     for i, op in enumerate(data["ops"]):
         if not isinstance(op, dict) or set(OP_KEYS) - set(op) or op["op"] not in IR_OPS:
             raise ModelFileError(f"{where}: ops[{i}] is not a RequantShift/HarmonisedAdd record")
+    if "eps" in data:
+        data["eps"] = _check_eps(data["eps"], where)
     return data
+
+
+def _check_eps(rec, where: str) -> dict:
+    """The optional ``eps`` record: every ε a positive finite number or a non-empty list of
+    them, every axis an int naming a value that has a list ε."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("values"), dict) \
+            or not isinstance(rec.get("axis", {}), dict):
+        raise ModelFileError(f"{where}: key 'eps' must hold the dicts 'values' and 'axis'")
+    values = {}
+    for name, e in rec["values"].items():
+        flat = e if isinstance(e, list) else [e]
+        ok = bool(flat) and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                and np.isfinite(v) and v > 0 for v in flat)
+        if not ok:
+            raise ModelFileError(f"{where}: eps of '{name}' is not a positive finite number "
+                                 "or a list of them")
+        values[name] = [float(v) for v in e] if isinstance(e, list) else float(e)
+    axes = rec.get("axis", {})
+    for name, a in axes.items():
+        if not isinstance(a, int) or isinstance(a, bool) or not isinstance(values.get(name), list):
+            raise ModelFileError(f"{where}: eps axis of '{name}' must be an int for a "
+                                 "value with one ε per channel")
+    return {"values": values, "axis": dict(axes)}
 
 
 def import_edgeq(graph: Graph, model: onnx.ModelProto, input_range: IntRange | None = None):
@@ -137,6 +179,13 @@ def import_edgeq(graph: Graph, model: onnx.ModelProto, input_range: IntRange | N
     # the lowering was checked at the file's opset; the IR's nodes mean the same at its own
     graph.opset = ann["opset"]
     graph.meta["dialect"] = "edgeq"
+    if "eps" in ann:  # the accumulators' ε, as F2T's to_ir() recorded them
+        missing = [n for n in ann["eps"]["values"] if n not in graph.values]
+        if missing:
+            raise ModelFileError(f"{source}: eps recorded for '{missing[0]}', which is not "
+                                 "in the graph")
+        graph.meta["eps"] = dict(ann["eps"]["values"])
+        graph.meta["eps_axis"] = dict(ann["eps"]["axis"])
     return graph
 
 

@@ -205,11 +205,12 @@ class LandmarksTask(Task):
     # -- artefacts ---------------------------------------------------------------------------
     def write_artefacts(self, out: Path, outputs: dict[str, np.ndarray]) -> list[str]:
         """``whitening.json`` (read by the landmark app beside the models) and
-        ``landmarks.png``: test faces, true points green, the engine's (int8) red."""
+        ``landmarks.png``: test faces, true points green, the int8 network's red — the
+        deployed C program's when it ran, else the engine's."""
         from edgeq.data.face3d import WHITENING_FILE
 
         self.whitening.save(out / WHITENING_FILE)
-        stage = "engine" if "engine" in outputs else next(iter(outputs))
+        stage = next((s for s in ("deployed", "engine") if s in outputs), next(iter(outputs)))
         n = min(PICTURE_FACES, len(self.faces["test"]))
         picture = draw_landmarks(self.faces["test"].images[:n],
                                  self.faces["test"].landmarks[:n],

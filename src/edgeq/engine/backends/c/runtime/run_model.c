@@ -1,5 +1,8 @@
-/* Harness of a generated model: run_model IN.npy OUT.npy [--repeat N] [--per-layer].
+/* Harness of a generated model: run_model IN.npy OUT.npy [--repeat N] [--per-layer]
+ * [--landmarks PTS.npy [--roi x0,y0,x1,y1]].
  * A model with several inputs/outputs takes IN1.npy ... INn.npy OUT1.npy ... OUTm.npy.
+ * --landmarks writes the post-processing's points [N, 2, P] (float32; a model compiled
+ * with a post-processing, post.c), in image pixels through the ROI when --roi is given.
  *
  * Reads each input .npy (NCHW, C order) in the model input's dtype, or in float for a
  * quantised input, quantised by the input rule clip(floor(x/eps + 1/2), lo, hi); runs
@@ -163,8 +166,17 @@ static void load_input(int k, const void *src, int src_dt, size_t numel) {
 int main(int argc, char **argv) {
     const char *paths[2 * EQ_MAX_IO];
     int n_paths = 0, repeat = 0, per_layer = 0;
+    const char *points_path = NULL;
+    double roi[4];
+    int has_roi = 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "--landmarks") == 0 && i + 1 < argc) {
+            points_path = argv[++i];
+        } else if (strcmp(argv[i], "--roi") == 0 && i + 1 < argc) {
+            if (sscanf(argv[++i], "%lf,%lf,%lf,%lf", &roi[0], &roi[1], &roi[2], &roi[3]) != 4)
+                fail("--roi needs x0,y0,x1,y1", NULL);
+            has_roi = 1;
+        } else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) {
             repeat = atoi(argv[++i]);
             if (repeat < 1) fail("--repeat needs a positive count", NULL);
         } else if (strcmp(argv[i], "--per-layer") == 0) {
@@ -177,7 +189,11 @@ int main(int argc, char **argv) {
     }
     if (n_paths != eq_n_inputs + eq_n_outputs)
         fail("usage: run_model IN.npy OUT.npy [--repeat N] [--per-layer] "
+             "[--landmarks PTS.npy [--roi x0,y0,x1,y1]] "
              "(one .npy per model input, then one per output)", NULL);
+    if (points_path && eq_post_points == 0)
+        fail("--landmarks: this model was compiled without a post-processing", NULL);
+    if (has_roi && !points_path) fail("--roi needs --landmarks", NULL);
     void *xs[EQ_MAX_IO];
     int dts[EQ_MAX_IO];
     size_t numels[EQ_MAX_IO];
@@ -194,6 +210,15 @@ int main(int argc, char **argv) {
     for (int k = 0; k < eq_n_outputs; k++)
         write_npy(paths[eq_n_inputs + k], eq_output(k), eq_out_dtype[k], eq_out_shape[k],
                   eq_out_rank[k], eq_out_numel[k]);
+    if (points_path) {
+        const long shape[3] = {eq_out_shape[0][0], 2, eq_post_points};
+        const size_t n = (size_t)shape[0] * 2 * (size_t)eq_post_points;
+        float *pts = malloc(sizeof(float) * n);
+        if (!pts) fail("out of memory", NULL);
+        eq_post_run(has_roi ? roi : NULL, pts);
+        write_npy(points_path, pts, EQ_F32, shape, 3, n);
+        free(pts);
+    }
     if (repeat > 0 || per_layer) {
         const int n = repeat > 0 ? repeat : 10;
         double *total = malloc(sizeof(double) * (size_t)n);
