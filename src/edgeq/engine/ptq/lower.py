@@ -7,7 +7,8 @@
   ``add = 2^(d−1)`` (round half up) where ``d_c = FL_x + FL_w[c] − FL_out``: a pure shift
   for per-tensor weights (mul = 1) — and ``lo = 0`` when a Relu was fused;
 - an add layer becomes a HarmonisedAdd whose inputs are shifted to the output FL;
-- a global average pool becomes ``ReduceSum`` (exact) and a RequantShift by
+- a global average pool becomes an exact sum — a depthwise all-ones ``Conv`` over an
+  NCHW input (so the C backend runs it), ``ReduceSum`` otherwise — and a RequantShift by
   ``mul/2^d ≈ 2^(FL_out − FL_x)/count`` (:func:`pool_requant`);
 - a clustered weight is its decoded integers with the codebook in its QuantInfo;
 - a float node reads its integer inputs through ``Cast → Mul(ε)``.
@@ -183,7 +184,9 @@ def _pool(g: Graph, layer: Layer, x_q: VarQuant, aq: VarQuant) -> list[Node]:
     acc = g.fresh_name(f"{node.name}.sum")
     g.values[acc] = Value(acc, None, np.dtype(np.int64))
     axes = np.arange(2, len(x.shape), dtype=np.int64)
-    if g.opset >= 13:
+    if len(x.shape) == 4 and all(isinstance(d, int) for d in x.shape[1:]):
+        total = _sum_conv(g, node, x, acc)  # the C backend's depthwise kernel runs it
+    elif g.opset >= 13:
         total = Node("ReduceSum", node.name, [x.name, _const(g, f"{node.name}.axes", axes)],
                      [acc], {"keepdims": 1})
     else:
@@ -199,6 +202,18 @@ def _pool(g: Graph, layer: Layer, x_q: VarQuant, aq: VarQuant) -> list[Node]:
                _const(g, f"{node.name}.add", add)],
               [layer.output], {"shift": d, "lo": lo, "hi": q.range.hi}, EDGEQ_DOMAIN)
     return [total, rq]
+
+
+def _sum_conv(g: Graph, node: Node, x: Value, acc: str) -> Node:
+    """The exact spatial sum of an NCHW tensor as a depthwise Conv whose weights are all
+    ones (integers at ε = 1): the same int64 sum as ReduceSum, in an op every backend
+    (the C backend's depthwise kernel included) runs."""
+    c, h, w = x.shape[1:]
+    ones = np.ones((c, 1, h, w), dtype=np.uint8)
+    wname = _const(g, f"{node.name}.ones", ones, QuantInfo(IntRange.unsigned(2), 1.0))
+    return Node("Conv", node.name, [x.name, wname], [acc],
+                {"kernel_shape": [h, w], "group": c, "strides": [1, 1], "pads": [0, 0, 0, 0],
+                 "dilations": [1, 1]})
 
 
 def _dequantise(g: Graph, name: str, acts: dict, done: dict, nodes: list) -> str:
