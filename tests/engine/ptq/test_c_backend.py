@@ -12,7 +12,7 @@ import pytest
 from edgeq.engine.model import Model
 from edgeq.engine.onnx import import_onnx
 from edgeq.engine.ptq import ptq
-from tests.engine.ptq.models import calib_arrays, small_cnn, small_mobilenet
+from tests.engine.ptq.models import calib_arrays, gap_cnn, small_cnn, small_mobilenet
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,6 +40,7 @@ CASES = [  # (model, method, bits, per_channel)
     ("mobilenet", "kmeans-gauss", 4, False),  # codebooks in depthwise and pointwise convs
     ("mobilenet", "dynamic", 8, False),  # shifts only; the pool's sum is a depthwise Conv
     ("mobilenet", "fixed", 6, False),
+    ("torch-style", "kmeans", 6, False),  # x.view(x.size(0), -1): the Shape ops are folded
 ]
 
 
@@ -47,9 +48,14 @@ CASES = [  # (model, method, bits, per_channel)
 def test_c_backend_is_bit_exact(model, method, bits, per_channel):
     if model == "cnn":
         graph, calib, x = import_onnx(small_cnn()), calib_arrays(48), calib_arrays(6, seed=9)
-    else:
+    elif model == "mobilenet":
         graph, calib, x = import_onnx(small_mobilenet()), _mobilenet_data(48, 1), \
             _mobilenet_data(6, 9)
+    else:
+        rng = np.random.default_rng(4)
+        graph = import_onnx(gap_cnn(4, torch_style=True))
+        calib, x = ({"x": rng.uniform(-1, 1, (n, 2, 4, 4)).astype(np.float32)} for n in (32, 5))
+        assert "Shape" in {n.op for n in graph.nodes}
     r = ptq(graph, calib, method, bits, per_channel=per_channel)
     c = Model(r.graph, backend="c")
     assert set(c._assignment.values()) == {"c"}  # every node on C, none left to NumPy

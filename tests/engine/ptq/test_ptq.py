@@ -233,7 +233,11 @@ def test_torch_export_patterns(tmp_path):
     r = ptq(graph, xs, "dynamic", 8)
     assert [x.name for x in r.plan.layers] == ["conv", "gap", "fc"]
     assert {"shape", "gather", "unsqueeze", "concat"} <= r.plan.index_nodes
-    assert r.graph.values["shape"].quant is None  # a shape, not an activation
+    # the shape computation became a constant target [-1, 6]; Shape & co. are gone
+    ops = {n.op for n in r.graph.nodes}
+    assert "Shape" not in ops and "Gather" not in ops
+    (reshape,) = [n for n in r.graph.nodes if n.op == "Reshape"]
+    assert r.graph.values[reshape.inputs[1]].data.tolist() == [-1, 6]
     got = Model(r.graph).run(xs)["y"] * r.graph.values["y"].quant.eps
     assert np.array_equal(got, r.emulator.run(xs)["y"])
     export_onnx(r.graph, tmp_path / "t.onnx")

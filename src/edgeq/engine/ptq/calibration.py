@@ -148,8 +148,10 @@ def calibrate(graph: Graph, arrays: dict, n: int, keep: int = 64, batch: int = 3
         if seen < keep and np.issubdtype(a.dtype, np.floating):
             kept.setdefault(name, []).append(np.asarray(a)[: keep - seen])
 
+    from edgeq.engine.ptq.fastconv import blas_limited
+
     bar = tqdm(total=n, desc="calibration", unit="sample", disable=not progress, leave=False)
-    with bar:
+    with bar, blas_limited():
         for feeds in batches(arrays, graph.inputs, n, batch):
             for name, a in feeds.items():
                 observe(name, a)

@@ -208,6 +208,13 @@ def explore(graph: Graph, plan: Plan, cal: Calibration, ev: EvalSet, bits, metho
             max_drop: float | None = 1.0, max_l2: float | None = None, model: str = "",
             progress: bool = False) -> dict:
     """All the phases; returns the JSON-ready result (``analysis`` is a LayerAnalysis)."""
+    from edgeq.engine.ptq.fastconv import blas_limited
+
+    with blas_limited():
+        return _explore(graph, plan, cal, ev, bits, methods, max_drop, max_l2, model, progress)
+
+
+def _explore(graph, plan, cal, ev, bits, methods, max_drop, max_l2, model, progress) -> dict:
     if ev.metric is None and max_l2 is None:
         raise ConfigError("the eval set has no labels/targets: give --max-l2 as the budget")
     analysis = analyse_layers(graph, plan, cal, bits, methods, model, progress)
