@@ -312,7 +312,8 @@ def clustering_wins(b: Bench, rows: list[dict], bits: int) -> str:
     if len(best) < 2:
         return ""
     c, f = best["codebook"], best["fixed point"]
-    win = "clustering wins" if b.better(c["metric"], f["metric"]) else "fixed point wins"
+    win = "tie" if c["metric"] == f["metric"] else \
+        "clustering wins" if b.better(c["metric"], f["metric"]) else "fixed point wins"
     return (f"{bits} bit: {win}: best codebook {c['metric']:.2f} ({c['method']}) vs best "
             f"fixed point {f['metric']:.2f} ({f['method']})")
 
