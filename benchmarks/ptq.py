@@ -1,23 +1,29 @@
-"""Post-training quantisation on the digits CNN: edgeq's PTQ methods vs onnxruntime.
+"""Post-training quantisation: edgeq's PTQ methods vs onnxruntime, on the digits CNN and
+on the 3DDFA landmark MobileNetV1.
 
-Trains the float DigitsCNN (BatchNorm folded by the ONNX export), writes it as float ONNX
-with a calibration set (the first 256 training images) and the test set, then in the same
-run:
+Trains each float model with the training side's own code (the digits CNN; the landmark
+task's MobileNetV1 of ``edgeq.lab.tasks.landmarks`` at width 0.25, 64 px, on faces of
+``edgeq.data.face3d``), exports it as float ONNX (BatchNorm folded) with a calibration
+``.npz`` (the first 256 training inputs) and an eval ``.npz`` (the test inputs with
+``labels`` or whitened-parameter ``targets``), then in the same run:
 
 - **edgeq** (``edgeq.engine.ptq``): fixed, dynamic (per tensor and per channel),
-  kmeans-linear, kmeans-gauss and kmeans at 16/8/6/4/2 bits; the accuracy is the one of
+  kmeans-linear, kmeans-gauss and kmeans at 16/8/6/4(/2) bits; the metric is the one of
   the **integer IR on the reference backend** (bit-exact with the emulation);
 - **onnxruntime** ``quantize_static`` (the named peer), QDQ, per-channel weights, with
   MinMax, Entropy and Percentile calibration: U8S8 at 8 bits, U16S16 at 16 bits and U8S4
   (4-bit weights, 8-bit activations) at 4 bits; run by onnxruntime.
 
-Columns: test accuracy (%), weight bytes (edgeq: packed at the storage width with int32
+Columns: the task metric (digits: test accuracy %, higher is better; landmarks: 3DDFA's
+NME %, lower is better), weight bytes (edgeq: packed at the storage width with int32
 biases; onnxruntime: every initializer of the quantised file, scales included) and
 activation bytes per sample (the input and every layer output at the activation width).
 
-    python benchmarks/ptq.py            # full run -> benchmarks/results/ptq.json
-    python benchmarks/ptq.py --quick    # fewer epochs and widths (smoke test)
-    python benchmarks/ptq.py --export-only DIR   # just the float model and the .npz files
+    python benchmarks/ptq.py                       # both models -> benchmarks/results/ptq.json
+    python benchmarks/ptq.py --models digits       # one model
+    python benchmarks/ptq.py --quick               # fewer epochs and widths (smoke test)
+    python benchmarks/ptq.py --export-only DIR     # digits: the float model and .npz files
+    python benchmarks/ptq.py --export-only DIR --models landmarks
 """
 
 from __future__ import annotations
@@ -38,8 +44,11 @@ EDGEQ_METHODS = (("fixed", False), ("dynamic", False), ("dynamic", True),
 ORT_METHODS = ("MinMax", "Entropy", "Percentile")
 
 
-def export_digits(out: Path, epochs: int = 20, seed: int = 0) -> dict:
-    """Train the float digits CNN; write ``digits_fp.onnx``, ``calib.npz``, ``eval.npz``."""
+def export_digits(out: Path, epochs: int = 20, seed: int = 0, n_calib: int = 256,
+                  n_eval: int | None = None) -> dict:
+    """Train the float digits CNN; write ``digits_fp.onnx``, ``calib.npz`` (the first
+    ``n_calib`` training images), ``eval.npz`` (the first ``n_eval`` test images, all by
+    default)."""
     import torch
 
     from edgeq.data import digits_loaders, load_digits_splits
@@ -58,9 +67,97 @@ def export_digits(out: Path, epochs: int = 20, seed: int = 0) -> dict:
         torch.onnx.export(model, (splits.x_test[:1],), str(out / "digits_fp.onnx"), dynamo=False,
                           opset_version=17, input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    np.savez(out / "calib.npz", input=splits.x_train[:256].numpy())
-    np.savez(out / "eval.npz", input=splits.x_test.numpy(), labels=splits.y_test.numpy())
+    np.savez(out / "calib.npz", input=splits.x_train[:n_calib].numpy())
+    np.savez(out / "eval.npz", input=splits.x_test[:n_eval].numpy(),
+             labels=splits.y_test[:n_eval].numpy())
     return {"fp_torch_accuracy": fp_acc}
+
+
+LANDMARKS = {"width": 0.25, "input_size": 64, "n_train": 8000, "n_test": 256, "fp_epochs": 4}
+LANDMARKS_QUICK = {"width": 0.25, "input_size": 32, "n_train": 96, "n_test": 24, "fp_epochs": 1}
+
+
+def landmarks_task(settings: dict, cache_dir: str | None = None):
+    from edgeq.lab.config import PipelineConfig
+    from edgeq.lab.tasks import make_task
+
+    cfg = PipelineConfig.from_json({
+        "task": {"name": "landmarks_3ddfa", "seed": 0, "batch_size": 64,
+                 "n_train": settings["n_train"], "n_val": 1, "n_test": settings["n_test"],
+                 "cache_dir": cache_dir},
+        "model": {"name": "mobilenet_v1_3ddfa", "width": settings["width"],
+                  "input_size": settings["input_size"]},
+        "training": {"fp_epochs": settings["fp_epochs"], "qat_epochs": 1, "lr": 3e-3,
+                     "schedule": "onecycle"}})
+    return make_task(cfg), cfg
+
+
+def export_landmarks(out: Path, settings: dict, seed: int = 0, cache_dir: str | None = None
+                     ) -> dict:
+    """Train the float landmark MobileNetV1 with the task's own loss and data; write
+    ``landmarks_fp.onnx``, ``calib.npz`` (256 training inputs) and ``eval.npz`` (the test
+    inputs and their whitened 62-parameter ``targets``)."""
+    import torch
+
+    from edgeq.lab.training import predict, train
+
+    task, cfg = landmarks_task(settings, cache_dir)
+    task.load(progress=False)
+    torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the landmark task's measured best on 2 shared cores
+    try:
+        model = task.build_model()
+        train(model, task.batches("train", 64, seed), settings["fp_epochs"], 3e-3,
+              "FP landmarks", progress=False, loss_fn=task.loss, schedule="onecycle")
+    finally:
+        torch.set_num_threads(threads)
+    x_test = task.inputs("test")
+    fp_nme = task.evaluate(predict(model, x_test), "test")["nme"]
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x_test[:1],), str(out / "landmarks_fp.onnx"), dynamo=False,
+                          opset_version=17, input_names=["input"], output_names=["params"],
+                          dynamic_axes={"input": {0: "batch"}, "params": {0: "batch"}})
+    np.savez(out / "calib.npz", input=task.inputs("train", 256).numpy())
+    np.savez(out / "eval.npz", input=x_test.numpy(),
+             targets=task.split("test").targets.numpy())
+    return {"fp_torch_nme": fp_nme, "task": task}
+
+
+class Bench:
+    """One model of the benchmark: its files and its task metric on eval outputs."""
+
+    def __init__(self, name: str, d: Path, metric_label: str, higher: bool, score):
+        self.name, self.dir, self.label, self.higher, self.score = \
+            name, d, metric_label, higher, score
+        self.onnx = d / f"{name}_fp.onnx"
+        self.calib = dict(np.load(d / "calib.npz"))
+        self.ev = dict(np.load(d / "eval.npz"))
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.higher else a < b
+
+
+def digits_bench(d: Path, epochs: int) -> tuple[Bench, dict]:
+    info = export_digits(d, epochs)
+
+    def score(out):
+        return float(np.mean(np.argmax(out, 1) == b.ev["labels"]) * 100)
+
+    b = Bench("digits", d, "accuracy %", True, score)
+    return b, info
+
+
+def landmarks_bench(d: Path, settings: dict, cache_dir=None) -> tuple[Bench, dict]:
+    info = export_landmarks(d, settings, cache_dir=cache_dir)
+    task = info.pop("task")
+
+    def score(out):
+        return float(task.evaluate(np.asarray(out, np.float32), "test")["nme"])
+
+    return Bench("landmarks", d, "NME %", False, score), {**info, "settings": settings}
 
 
 def act_elements(graph) -> int:
@@ -75,13 +172,14 @@ def act_elements(graph) -> int:
     return total
 
 
-def run_edgeq(graph, calib: dict, ev: dict, bits_list) -> list[dict]:
+def run_edgeq(graph, calib: dict, ev: dict, bits_list, score) -> list[dict]:
     from edgeq.engine.analysis import layer_table, totals
     from edgeq.engine.model import Model
     from edgeq.engine.ptq import ptq
     from edgeq.engine.ptq.calibration import calibrate
 
-    cal = calibrate(graph, calib, len(calib["input"]), progress=False)
+    name, out_name = graph.inputs[0], graph.outputs[0]
+    cal = calibrate(graph, calib, len(calib[name]), progress=False)
     acts = act_elements(graph)
     rows = []
     runs = [(b, m, pc, b) for b in bits_list for m, pc in EDGEQ_METHODS
@@ -93,13 +191,13 @@ def run_edgeq(graph, calib: dict, ev: dict, bits_list) -> list[dict]:
         r = ptq(graph, calib, method, bits, per_channel=per_channel, cal=cal,
                 config=_w_a(graph, method, bits, per_channel, a_bits))
         seconds = time.perf_counter() - start
-        out = Model(r.graph).run({"input": ev["input"]})["logits"]
-        acc = float(np.mean(np.argmax(out, axis=1) == ev["labels"]) * 100)
-        emu = r.emulator.run({"input": ev["input"]})["logits"]
-        exact = bool(np.array_equal(out * r.graph.values["logits"].quant.eps, emu))
+        out = Model(r.graph).run({name: ev[name]})[out_name] * r.graph.values[out_name].quant.eps
+        acc = score(out)
+        emu = r.emulator.run({name: ev[name]})[out_name]
+        exact = bool(np.array_equal(out, emu))
         label = method + (" per-channel" if per_channel else "")
         label += f" W{bits}A{a_bits}" if a_bits != bits else ""
-        rows.append({"tool": "edgeq", "method": label, "bits": bits, "accuracy": acc,
+        rows.append({"tool": "edgeq", "method": label, "bits": bits, "metric": acc,
                      "weight_bytes": totals(layer_table(r.graph)).param_bytes,
                      "act_bytes": (acts * a_bits + 7) // 8, "ptq_seconds": seconds,
                      "emulation_exact": exact})
@@ -127,7 +225,7 @@ class _Reader:
         return next(self.items, None)
 
 
-def run_ort(fp_path: Path, calib: dict, ev: dict, bits_list, graph) -> list[dict]:
+def run_ort(fp_path: Path, calib: dict, ev: dict, bits_list, graph, score) -> list[dict]:
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -156,10 +254,11 @@ def run_ort(fp_path: Path, calib: dict, ev: dict, bits_list, graph) -> list[dict
                     continue
                 seconds = time.perf_counter() - start
                 sess = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"])
-                out = sess.run(None, {"input": ev["input"]})[0]
+                out = np.concatenate([sess.run(None, {"input": ev["input"][i:i + 256]})[0]
+                                      for i in range(0, len(ev["input"]), 256)])
                 wbytes = sum(_stored_bytes(t) for t in onnx.load(str(q)).graph.initializer)
             rows.append({"tool": "onnxruntime", "method": f"{cm} {label}", "bits": bits,
-                         "accuracy": float(np.mean(np.argmax(out, 1) == ev["labels"]) * 100),
+                         "metric": score(out),
                          "weight_bytes": int(wbytes), "act_bytes": (acts * a_bits + 7) // 8,
                          "ptq_seconds": seconds})
     return rows
@@ -175,78 +274,136 @@ def _stored_bytes(t) -> int:
     return onnx.numpy_helper.to_array(t).nbytes
 
 
-def format_table(fp_acc: float, fp_weight_bytes: int, fp_act: int, rows: list[dict]) -> str:
-    head = f"{'tool':<12} {'method':<24} {'bits':>4} {'acc %':>7} {'weight B':>9} {'act B':>6}"
+def format_table(b: Bench, fp_metric: float, fp_weight_bytes: int, fp_act: int,
+                 rows: list[dict]) -> str:
+    lab = b.label.split()[0]
+    head = f"{'tool':<12} {'method':<24} {'bits':>4} {lab:>8} {'weight B':>9} {'act B':>7}"
     lines = [head, "-" * len(head),
-             f"{'float':<12} {'FP32':<24} {32:>4} {fp_acc:>7.2f} {fp_weight_bytes:>9,} "
-             f"{fp_act:>6,}"]
+             f"{'float':<12} {'FP32':<24} {32:>4} {fp_metric:>8.2f} {fp_weight_bytes:>9,} "
+             f"{fp_act:>7,}"]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['tool']:<12} {r['method']:<24} {r['bits']:>4}  failed: "
                          f"{r['error'][:60]}")
             continue
-        lines.append(f"{r['tool']:<12} {r['method']:<24} {r['bits']:>4} {r['accuracy']:>7.2f} "
-                     f"{r['weight_bytes']:>9,} {r['act_bytes']:>6,}")
+        lines.append(f"{r['tool']:<12} {r['method']:<24} {r['bits']:>4} {r['metric']:>8.2f} "
+                     f"{r['weight_bytes']:>9,} {r['act_bytes']:>7,}")
     return "\n".join(lines)
 
 
-def best_by_bits(rows: list[dict]) -> dict:
+def best_by_bits(b: Bench, rows: list[dict]) -> dict:
     out = {}
     for r in rows:
-        if "accuracy" in r:
+        if "metric" in r:
             key = f"{r['tool']} {r['bits']}"
-            if key not in out or r["accuracy"] > out[key]["accuracy"]:
+            if key not in out or b.better(r["metric"], out[key]["metric"]):
                 out[key] = r
     return out
+
+
+def clustering_wins(b: Bench, rows: list[dict], bits: int) -> str:
+    """Which family is best at ``bits`` (weights at that width): codebooks or fixed point."""
+    fam = {"codebook": [], "fixed point": []}
+    for r in rows:
+        if r.get("tool") == "edgeq" and r["bits"] == bits and "metric" in r:
+            fam["codebook" if r["method"].startswith("kmeans") else "fixed point"].append(r)
+    best = {k: (max if b.higher else min)(v, key=lambda r: r["metric"]) for k, v in fam.items()
+            if v}
+    if len(best) < 2:
+        return ""
+    c, f = best["codebook"], best["fixed point"]
+    win = "tie" if c["metric"] == f["metric"] else \
+        "clustering wins" if b.better(c["metric"], f["metric"]) else "fixed point wins"
+    return (f"{bits} bit: {win}: best codebook {c['metric']:.2f} ({c['method']}) vs best "
+            f"fixed point {f['metric']:.2f} ({f['method']})")
+
+
+def bench_model(b: Bench, bits_list) -> dict:
+    """Every edgeq and onnxruntime row of one model, its table and summary lines."""
+    from edgeq.engine import load
+    from edgeq.engine.analysis import layer_table, totals
+
+    graph = load(b.onnx).graph
+    name, out_name = graph.inputs[0], graph.outputs[0]
+    fp_out = load(b.onnx).run({name: b.ev[name]})[out_name]
+    fp_metric = b.score(fp_out)
+    rows = run_edgeq(graph, b.calib, b.ev, bits_list, b.score)
+    rows += run_ort(b.onnx, b.calib, b.ev, bits_list, graph, b.score)
+    fp_w = totals(layer_table(graph)).param_bytes
+    table = format_table(b, fp_metric, fp_w, act_elements(graph) * 4, rows)
+    best = best_by_bits(b, rows)
+    summary = []
+    for bits in bits_list:
+        e, o = best.get(f"edgeq {bits}"), best.get(f"onnxruntime {bits}")
+        if e and o:
+            verdict = "no worse" if not b.better(o["metric"], e["metric"]) else "WORSE"
+            summary.append(f"{bits} bit: edgeq best {e['metric']:.2f} ({e['method']}) vs "
+                           f"onnxruntime best {o['metric']:.2f} ({o['method']}): edgeq {verdict}; "
+                           f"weight bytes {e['weight_bytes']:,} vs {o['weight_bytes']:,}")
+        elif e:
+            summary.append(f"{bits} bit: edgeq best {e['metric']:.2f} ({e['method']}); "
+                           "onnxruntime has no such width")
+    summary += [t for t in (clustering_wins(b, rows, bits) for bits in bits_list if bits <= 6) if t]
+    text = f"## {b.name} ({b.label}, FP {fp_metric:.2f})\n\n" + table + "\n\n" + \
+        "\n".join(summary)
+    return {"metric": b.label, "higher_is_better": b.higher, "fp_metric": fp_metric,
+            "rows": rows, "summary": summary, "table": text}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--models", default=None,
+                    help="comma-separated: digits, landmarks (default: both; with "
+                         "--export-only: digits)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--export-only", type=Path, metavar="DIR")
+    ap.add_argument("--cache-dir", default=None, help="cache the generated faces here")
     args = ap.parse_args(argv)
-    epochs = 5 if args.quick else 20
+    if args.models is None:
+        args.models = "digits" if args.export_only else "digits,landmarks"
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = sorted(set(models) - {"digits", "landmarks"})
+    if bad or not models:
+        ap.error(f"--models: unknown model {bad[0] if bad else '(none)'}; use digits, landmarks")
+    if args.export_only and len(models) > 1:
+        ap.error("--export-only writes one model's calib.npz and eval.npz: give one --models")
+    epochs = 3 if args.quick else 20
+    settings = LANDMARKS_QUICK if args.quick else LANDMARKS
     if args.export_only:
         args.export_only.mkdir(parents=True, exist_ok=True)
-        info = export_digits(args.export_only, epochs)
-        print(f"wrote {args.export_only}/digits_fp.onnx, calib.npz, eval.npz "
-              f"(FP test accuracy {info['fp_torch_accuracy']:.2f} %)")
+        for m in models:
+            if m == "digits":  # --quick: small sets, so the README example runs in seconds
+                sizes = {"n_calib": 64, "n_eval": 120} if args.quick else {}
+                info = export_digits(args.export_only, epochs, **sizes)
+                print(f"wrote {args.export_only}/digits_fp.onnx, calib.npz, eval.npz "
+                      f"(FP test accuracy {info['fp_torch_accuracy']:.2f} %)")
+            else:
+                info = export_landmarks(args.export_only, settings, cache_dir=args.cache_dir)
+                print(f"wrote {args.export_only}/landmarks_fp.onnx, calib.npz, eval.npz "
+                      f"(FP test NME {info['fp_torch_nme']:.2f} %)")
         return 0
-    from edgeq.engine import load
-    from edgeq.engine.analysis import layer_table, totals
-
     bits_list = (8, 4) if args.quick else (16, 8, 6, 4, 2)
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        info = export_digits(d, epochs)
-        graph = load(d / "digits_fp.onnx").graph
-        calib = dict(np.load(d / "calib.npz"))
-        ev = dict(np.load(d / "eval.npz"))
-        fp_out = load(d / "digits_fp.onnx").run({"input": ev["input"]})["logits"]
-        fp_acc = float(np.mean(np.argmax(fp_out, 1) == ev["labels"]) * 100)
-        rows = run_edgeq(graph, calib, ev, bits_list)
-        rows += run_ort(d / "digits_fp.onnx", calib, ev, bits_list, graph)
-    fp_w = totals(layer_table(graph)).param_bytes
-    table = format_table(fp_acc, fp_w, act_elements(graph) * 4, rows)
-    best = best_by_bits(rows)
-    summary = []
-    for bits in bits_list:
-        e, o = best.get(f"edgeq {bits}"), best.get(f"onnxruntime {bits}")
-        if e and o:
-            summary.append(f"{bits} bit: edgeq best {e['accuracy']:.2f} % ({e['method']}) vs "
-                           f"onnxruntime best {o['accuracy']:.2f} % ({o['method']}); weight "
-                           f"bytes {e['weight_bytes']:,} vs {o['weight_bytes']:,}")
-        elif e:
-            summary.append(f"{bits} bit: edgeq best {e['accuracy']:.2f} % ({e['method']}); "
-                           "onnxruntime has no such width")
-    text = table + "\n\n" + "\n".join(summary)
-    print(text)
+    data = {"python": sys.version.split()[0], "models": {}}
+    texts = []
+    for m in models:
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            if m == "digits":
+                b, info = digits_bench(Path(tmp), epochs)
+            else:
+                b, info = landmarks_bench(Path(tmp), settings, args.cache_dir)
+            res = bench_model(b, bits_list)
+        res.update(info, seconds=time.perf_counter() - start)
+        data["models"][m] = res
+        texts.append(res["table"])
+        print(res["table"] + "\n", flush=True)
+    data["table"] = "\n\n".join(texts)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    data = {"fp_accuracy": fp_acc, **info, "rows": rows, "table": text,
-            "python": sys.version.split()[0]}
-    args.out.write_text(json.dumps(data, indent=1) + "\n")
-    print(f"\nwrote {args.out}")
+    tmp_out = args.out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(data, indent=1) + "\n")
+    tmp_out.replace(args.out)
+    print(f"wrote {args.out}")
     return 0
 
 

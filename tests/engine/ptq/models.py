@@ -91,3 +91,41 @@ def gap_cnn(size: int = 8, seed: int = 2, torch_style: bool = False) -> onnx.Mod
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, size, size])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def small_mobilenet(size: int = 16, seed: int = 3, classes: int = 6) -> onnx.ModelProto:
+    """A MobileNetV1 in miniature: conv3x3/2 + relu, two depthwise-separable blocks (the
+    second strided), GlobalAveragePool, flatten, gemm -> [N, classes]."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+
+    def const(name, shape, scale):
+        inits.append(numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name))
+        return name
+
+    def conv(x, name, cin, cout, k, stride, group=1):
+        w = const(f"{name}.w", (cout, cin // group, k, k), (2.0 / (k * k * cin / group)) ** 0.5)
+        b = const(f"{name}.b", (cout,), 0.1)
+        p = k // 2
+        nodes.append(helper.make_node("Conv", [x, w, b], [f"{name}.y"], name=name, group=group,
+                                      kernel_shape=[k, k], strides=[stride, stride],
+                                      pads=[p, p, p, p]))
+        nodes.append(helper.make_node("Relu", [f"{name}.y"], [f"{name}.r"], name=f"{name}.relu"))
+        return f"{name}.r"
+
+    h = conv("x", "conv0", 3, 8, 3, 2)
+    h = conv(h, "dw1", 8, 8, 3, 1, group=8)
+    h = conv(h, "pw1", 8, 16, 1, 1)
+    h = conv(h, "dw2", 16, 16, 3, 2, group=16)
+    h = conv(h, "pw2", 16, 16, 1, 1)
+    nodes += [helper.make_node("GlobalAveragePool", [h], ["gap"], name="gap"),
+              helper.make_node("Flatten", ["gap"], ["flat"], name="flatten", axis=1),
+              helper.make_node("Gemm", ["flat", const("fc.w", (classes, 16), 0.3),
+                                        const("fc.b", (classes,), 0.1)], ["y"], name="fc",
+                               transB=1)]
+    graph = helper.make_graph(
+        nodes, "small_mobilenet",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

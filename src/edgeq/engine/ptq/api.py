@@ -40,6 +40,14 @@ def ptq(graph: Graph, arrays: dict, method: str = "dynamic", bits: int = 8,
         keep_float: tuple[str, ...] = (), source: str = "calibration",
         progress: bool = False, cal: Calibration | None = None) -> PTQResult:
     """Calibrate ``graph`` (a float IR) on ``arrays`` and quantise it."""
+    from edgeq.engine.ptq.fastconv import blas_limited
+
+    with blas_limited():
+        return _ptq(graph, arrays, method, bits, config, per_channel, keep_float, source,
+                    progress, cal)
+
+
+def _ptq(graph, arrays, method, bits, config, per_channel, keep_float, source, progress, cal):
     check_method(method, "method")
     check_bits(bits, "bits")
     keep = tuple(dict.fromkeys(tuple(keep_float) + (config.keep_float if config else ())))

@@ -2,7 +2,8 @@
 
 The ``.npz`` holds one array per graph input, keyed by the input's name, batch along
 axis 0; every array must have the same batch size, the input's shape after axis 0 and a
-float dtype. The float graph runs batch by batch through the reference executor's
+float dtype. The float graph runs batch by batch in float32 with the reference kernels
+(depthwise and pointwise convolutions vectorised, :mod:`~edgeq.engine.ptq.fastconv`) and an
 ``observe`` hook (a tqdm progress bar on stderr); every observed tensor gets a
 :class:`TensorStats` (streamed over the whole set) and the first ``keep`` samples are
 kept for the searches that need the data itself.
@@ -36,18 +37,23 @@ class TensorStats:
     log_hist: np.ndarray = field(default_factory=lambda: np.zeros(HIST_EDGES.size - 1, np.int64))
 
     def update(self, a: np.ndarray) -> None:
-        a = np.asarray(a, dtype=np.float64).ravel()
+        a = np.asarray(a).ravel()
+        if not np.issubdtype(a.dtype, np.floating):
+            a = a.astype(np.float64)
         if a.size == 0:
             return
+        # in the tensor's own float dtype (float32 in calibration), sums in float64
         self.count += a.size
         self.min = min(self.min, float(a.min()))
         self.max = max(self.max, float(a.max()))
-        self.total += float(a.sum())
-        self.total_sq += float(np.dot(a, a))
+        self.total += float(np.sum(a, dtype=np.float64))
+        self.total_sq += float(np.einsum("i,i->", a, a, dtype=np.float64))
         nz = np.abs(a[a != 0])
         self.zeros += a.size - nz.size
-        logs = np.clip(np.log2(nz), HIST_EDGES[0], HIST_EDGES[-1] - 1e-9)
-        self.log_hist += np.histogram(logs, HIST_EDGES)[0]
+        logs = np.clip(np.log2(nz), HIST_EDGES[0], HIST_EDGES[-1] - 1e-6)
+        # the bins are uniform: index by arithmetic, not np.histogram's sort of the data
+        bins = ((logs - HIST_EDGES[0]) * 2).astype(np.int64)
+        self.log_hist += np.bincount(bins, minlength=self.log_hist.size)[: self.log_hist.size]
 
     @property
     def mean(self) -> float:
@@ -131,7 +137,7 @@ def calibrate(graph: Graph, arrays: dict, n: int, keep: int = 64, batch: int = 3
     """Run the float graph over the arrays; statistics of inputs and node outputs."""
     from tqdm import tqdm
 
-    from edgeq.engine.backends.reference.executor import run_graph
+    from edgeq.engine.ptq.fastconv import run_float
 
     stats: dict[str, TensorStats] = {}
     kept: dict[str, list[np.ndarray]] = {}
@@ -142,12 +148,14 @@ def calibrate(graph: Graph, arrays: dict, n: int, keep: int = 64, batch: int = 3
         if seen < keep and np.issubdtype(a.dtype, np.floating):
             kept.setdefault(name, []).append(np.asarray(a)[: keep - seen])
 
+    from edgeq.engine.ptq.fastconv import blas_limited
+
     bar = tqdm(total=n, desc="calibration", unit="sample", disable=not progress, leave=False)
-    with bar:
+    with bar, blas_limited():
         for feeds in batches(arrays, graph.inputs, n, batch):
             for name, a in feeds.items():
                 observe(name, a)
-            run_graph(graph, feeds, observe=observe)
+            run_float(graph, feeds, observe=observe)
             b = len(next(iter(feeds.values())))
             seen += b
             bar.update(b)

@@ -37,27 +37,53 @@ def activation_quant(plan: Plan, graph: Graph, cfg: PTQConfig) -> dict[str, VarQ
 
 
 def fq(a: np.ndarray, vq: VarQuant) -> np.ndarray:
-    return fp.fake_quantise(a, vq.fl, vq.bits, vq.signed)
+    """Fake quantisation in ``a``'s float dtype: float64 is exact (ε a power of two);
+    float32 (the fast search) is exact while ``|a|/ε < 2^24``."""
+    if a.dtype == np.float64:
+        return fp.fake_quantise(a, vq.fl, vq.bits, vq.signed)
+    rng = fp.int_range(vq.bits, vq.signed)
+    scale = a.dtype.type(2.0 ** vq.fl)
+    q = np.floor(a * scale + a.dtype.type(0.5))
+    np.clip(q, rng.lo, rng.hi, out=q)
+    return q * a.dtype.type(2.0 ** -vq.fl)
 
 
 class Emulator:
     """The fake-quantised network of one resolved config (weights prepared once)."""
 
-    def __init__(self, graph: Graph, plan: Plan, cfg: PTQConfig, only: set | None = None):
+    def __init__(self, graph: Graph, plan: Plan, cfg: PTQConfig, only: set | None = None,
+                 dtype=np.float64, weights: dict | None = None, consts: dict | None = None):
         """``only``: quantise just these (layer, variable) pairs, e.g. {("conv1",
-        "weights")}, and the inputs only if ("input", "activations") is in it; None: all."""
+        "weights")}, and the inputs only if ("input", "activations") is in it; None: all.
+
+        ``dtype`` float64 (the default) is the exact emulation; float32 is the fast search
+        path (vectorised depthwise/pointwise convolutions, :mod:`fastconv`), equal to the
+        integer IR up to float32 rounding. ``weights`` caches fake-quantised weights across
+        emulators ({(weight, VarQuant): array}); ``consts`` the float constants in ``dtype``.
+        """
+        from edgeq.engine.ptq.fastconv import kernel
+
         self.graph, self.plan, self.cfg = graph, plan, cfg
+        self.dtype = np.dtype(dtype)
+        self.kernel = kernel if self.dtype == np.float32 else lambda op: KERNELS[op].fn
         self.acts = activation_quant(plan, graph, cfg)
         self.only = only
         self.layers = {x.node.name: x for x in plan.layers}
         self.fused = {x.relu.name for x in plan.layers if x.relu is not None}
-        self.consts = {v.name: v.data.astype(np.float64) if np.issubdtype(v.data.dtype, np.floating)
-                       else v.data for v in graph.constants()}
+        if consts is None:
+            consts = {v.name: v.data.astype(self.dtype) if np.issubdtype(v.data.dtype, np.floating)
+                      else v.data for v in graph.constants()}
+        self.consts = dict(consts)
+        cache = {} if weights is None else weights
         for x in plan.layers:
             lq = cfg.layers.get(x.name)
             wq = None if lq is None else lq.weights
             if wq is not None and self._on(x.name, "weights"):
-                self.consts[x.weight] = fake_weight(graph.values[x.weight].data, wq, x.channel_axis)
+                key = (x.weight, wq)
+                if key not in cache:
+                    w = fake_weight(graph.values[x.weight].data, wq, x.channel_axis)
+                    cache[key] = w.astype(self.dtype)
+                self.consts[x.weight] = cache[key]
 
     def _pool(self, layer: Layer, env: dict, act: VarQuant | None) -> np.ndarray:
         """Global average pool: the IR's integer sum and requantiser, when its input is
@@ -69,25 +95,33 @@ class Emulator:
         x_q = self.acts.get(layer.node.inputs[0])
         axes = tuple(range(2, x.ndim))
         if act is None or not _on_grid(x, x_q):
-            y = np.mean(x, axis=axes, keepdims=True)
+            y = np.mean(x, axis=axes, keepdims=True, dtype=x.dtype)
             y = np.maximum(y, 0) if layer.relu is not None else y
             return y if act is None else fq(y, act)
         s = np.sum((x * np.exp2(x_q.fl)).astype(np.int64), axis=axes, keepdims=True)
         mul, d = pool_requant(pool_count(self.graph, layer.node), x_q.fl, act.fl)
         rng = fp.int_range(act.bits, act.signed)
         lo = 0 if layer.relu is not None else rng.lo
-        return apply_requant(s, mul, d, lo, rng.hi) * np.exp2(-float(act.fl))
+        return (apply_requant(s, mul, d, lo, rng.hi) * np.exp2(-float(act.fl))).astype(self.dtype)
 
     def _on(self, layer: str, var: str) -> bool:
         return self.only is None or (layer, var) in self.only
 
-    def run(self, feeds: dict[str, np.ndarray], observe=None) -> dict[str, np.ndarray]:
-        env = dict(self.consts)
-        for name in self.graph.inputs:
-            x = np.asarray(feeds[name], dtype=np.float64)
-            quantised = name in self.acts and self._on("input", "activations")
-            env[name] = fq(x, self.acts[name]) if quantised else x
-        for node in self.graph.nodes:
+    def run(self, feeds: dict[str, np.ndarray], observe=None, start: int = 0,
+            env: dict | None = None) -> dict[str, np.ndarray]:
+        """The outputs for ``feeds``. Prefix reuse: with ``env`` (the ``env`` of an
+        earlier run whose first ``start`` nodes computed the same values, e.g. the FP
+        network's when nothing before node ``start`` is quantised) only the nodes from
+        index ``start`` on run. ``self.env`` keeps every value of this run."""
+        if env is None or start == 0:
+            env = dict(self.consts)
+            for name in self.graph.inputs:
+                x = np.asarray(feeds[name], dtype=self.dtype)
+                quantised = name in self.acts and self._on("input", "activations")
+                env[name] = fq(x, self.acts[name]) if quantised else x
+        else:
+            env = {**env, **self.consts}
+        for node in self.graph.nodes[start:]:
             if node.name in self.fused:
                 continue
             layer = self.layers.get(node.name)
@@ -98,13 +132,14 @@ class Emulator:
                 args = [env[i] if i else None for i in node.inputs]
                 while args and args[-1] is None:
                     args.pop()
-                res = KERNELS[node.op].fn(*args, **_attrs(node, self.graph))
+                res = self.kernel(node.op)(*args, **_attrs(node, self.graph))
                 res = res if isinstance(res, tuple) else (res,)
                 outs = [o for o in node.outputs if o]
                 env.update(zip(node.outputs, res, strict=False))
             if observe is not None:
                 for o in outs:
                     observe(o, env[o])
+        self.env = env
         return {n: env[n] for n in self.graph.outputs}
 
     def _layer(self, layer: Layer, env: dict) -> np.ndarray:
@@ -115,7 +150,7 @@ class Emulator:
             if act is None:
                 y = env[node.inputs[0]] + env[node.inputs[1]]
                 return np.maximum(y, 0) if layer.relu is not None else y
-            eps = np.exp2(-float(act.fl))
+            eps = self.dtype.type(2.0 ** -act.fl)
             q = sum(np.floor(env[i] / eps + 0.5) for i in node.inputs)
             rng = fp.int_range(act.bits, act.signed)
             lo = 0 if layer.relu is not None else rng.lo
@@ -128,8 +163,8 @@ class Emulator:
             # the integer bias is at ε_x·ε_w (per channel: broadcasts along the last axis)
             scale = np.exp2(-float(x_q.fl)) * weight_eps(lq.weights, 0, 1)
             b = self.graph.values[layer.bias].data.astype(np.float64)
-            args[2] = np.floor(b / scale + 0.5) * scale
-        y = KERNELS[node.op].fn(*args, **node.attrs)
+            args[2] = (np.floor(b / scale + 0.5) * scale).astype(self.dtype)
+        y = self.kernel(node.op)(*args, **node.attrs)
         if layer.relu is not None:
             y = np.maximum(y, 0)
         return y if act is None else fq(y, act)

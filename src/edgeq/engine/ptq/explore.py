@@ -13,6 +13,13 @@
    of its one-at-a-time sensitivity; keep the step if the whole network still meets the
    budget, else freeze that variable; stop when nothing can move.
 
+Every run here is the float32 emulation (:class:`Emulator` with ``dtype=float32``:
+vectorised depthwise/pointwise convolutions, fake-quantised weights cached across runs)
+with **prefix reuse**: the values of the FP network are kept, a one-at-a-time run starts
+at its variable's node, and a greedy trial starts at the changed variable's node from the
+values of the last accepted configuration. The chosen configuration is then lowered and
+checked against the exact (float64) emulation by the integer IR (``workflow``).
+
 Memory is counted per sample: weight storage (elements × bits) and activation traffic
 (every layer output written once: elements × bits), and the savings are in % of float32.
 """
@@ -23,11 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeq.engine.backends.reference.executor import run_graph
 from edgeq.engine.ir import Graph
 from edgeq.engine.ptq.analysis import LayerAnalysis, analyse_layers, variable_keys
 from edgeq.engine.ptq.api import EVAL_KEYS, _accuracy
-from edgeq.engine.ptq.calibration import Calibration, batches, check_inputs
+from edgeq.engine.ptq.calibration import Calibration, check_inputs
 from edgeq.engine.ptq.config import PTQConfig
 from edgeq.engine.ptq.emulate import Emulator
 from edgeq.engine.ptq.plan import Plan
@@ -59,26 +65,50 @@ def _only(key: str) -> set:
 
 
 class Explorer:
+    """The searches on the fast float32 emulation, with prefix reuse: the eval set runs as
+    one batch, the FP network's values are kept, and a configuration that first differs
+    from an earlier run at node k (one variable quantised, or one greedy step from the
+    accepted configuration) recomputes only the nodes from k on."""
+
     def __init__(self, graph: Graph, plan: Plan, cal: Calibration, ev: EvalSet,
                  analysis: LayerAnalysis):
         self.graph, self.plan, self.cal, self.ev, self.analysis = graph, plan, cal, ev, analysis
         self.keys = variable_keys(plan, graph)
-        self.fp_out = self._outputs(lambda f: run_graph(graph, f))
+        self.feeds = {k: np.asarray(ev.arrays[k], np.float32) for k in graph.inputs}
+        self.consts = {v.name: v.data.astype(np.float32)
+                       if np.issubdtype(v.data.dtype, np.floating) else v.data
+                       for v in graph.constants()}
+        self.weights: dict = {}  # fake-quantised weights, shared by every run
+        index = {n.name: i for i, n in enumerate(graph.nodes)}
+        self.start = {k: 0 if k.startswith("inputs.") else
+                      index[plan.layer(k.rsplit(".", 1)[0]).node.name] for k in self.keys}
+        self.runs = {"networks": 0, "nodes": 0}
+        fp = self._emulator(PTQConfig(), set())
+        self.fp_out = self._out(fp.run(self.feeds))
+        self.fp_env = fp.env
         self.fp_metric = self._metric(self.fp_out)
         self.sizes = self._sizes()
 
     # -- running -------------------------------------------------------------------------
-    def _outputs(self, run) -> np.ndarray:
-        outs = [np.asarray(run(f)[self.graph.outputs[0]], np.float64)
-                for f in batches(self.ev.arrays, self.graph.inputs, self.ev.n, 256)]
-        return np.concatenate(outs)
+    def _emulator(self, cfg: PTQConfig, only: set | None) -> Emulator:
+        return Emulator(self.graph, self.plan, cfg, only, np.float32, self.weights, self.consts)
+
+    def _out(self, outs: dict) -> np.ndarray:
+        return np.asarray(outs[self.graph.outputs[0]], np.float64)
 
     def _metric(self, out: np.ndarray) -> float | None:
         return None if self.ev.metric is None else _accuracy(out, self.ev.arrays)[1]
 
-    def score(self, cfg: PTQConfig, only: set | None = None) -> dict:
-        out = self._outputs(Emulator(self.graph, self.plan, cfg, only).run)
-        return {"l2": l2_per_sample(self.fp_out, out), "metric": self._metric(out)}
+    def score(self, cfg: PTQConfig, only: set | None = None, start: int = 0,
+              env: dict | None = None, keep: bool = False) -> dict:
+        """L2 against FP and the metric of ``cfg``; ``start``/``env``: prefix reuse (see
+        the class docstring); ``keep``: the run's values under "env"."""
+        em = self._emulator(cfg, only)
+        out = self._out(em.run(self.feeds, start=start, env=env))
+        self.runs["networks"] += 1
+        self.runs["nodes"] += len(self.graph.nodes) - (start if env is not None else 0)
+        res = {"l2": l2_per_sample(self.fp_out, out), "metric": self._metric(out)}
+        return {**res, "env": em.env} if keep else res
 
     def drop(self, s: dict) -> float:
         """Metric points lost against FP (accuracy: FP − q; an error metric: q − FP)."""
@@ -118,7 +148,8 @@ class Explorer:
     def one_at_a_time(self) -> dict[str, dict[int, dict]]:
         res = {}
         for key in self.keys:
-            res[key] = {b: self.score(self.analysis.config_for({key: b}), _only(key))
+            res[key] = {b: self.score(self.analysis.config_for({key: b}), _only(key),
+                                      self.start[key], self.fp_env)
                         for b in self.analysis.bits}
         return res
 
@@ -147,10 +178,11 @@ class Explorer:
     def greedy(self, sens: dict, max_drop: float | None, max_l2: float | None) -> dict:
         widths = sorted(self.analysis.bits, reverse=True)
         choice = dict.fromkeys(self.keys, widths[0])
-        start = self.score(self.analysis.config_for(choice))
+        start = self.score(self.analysis.config_for(choice), keep=True)
         if not self.ok(start, max_drop, max_l2):
             raise ConfigError(f"the budget cannot be met even at {widths[0]} bits everywhere "
                               f"(L2 {start['l2']:.4g}, drop {self.drop(start):.3g})")
+        env = start.pop("env")
         frozen, steps, best = set(), [], start
         while True:
             movable = [k for k in self.keys if k not in frozen and choice[k] != widths[-1]]
@@ -159,11 +191,13 @@ class Explorer:
 
             key = max(movable, key=lambda k, c=choice: self._gain(k, c, widths, sens))
             trial = {**choice, key: widths[widths.index(choice[key]) + 1]}
-            s = self.score(self.analysis.config_for(trial))
+            # the trial differs from the accepted choice from this variable's node on
+            s = self.score(self.analysis.config_for(trial), None, self.start[key], env, True)
+            trial_env = s.pop("env")
             accepted = self.ok(s, max_drop, max_l2)
             steps.append({"variable": key, "bits": trial[key], **s, "accepted": accepted})
             if accepted:
-                choice, best = trial, s
+                choice, best, env = trial, s, trial_env
             else:
                 frozen.add(key)
         return {"choice": choice, "score": best, "steps": steps,
@@ -174,6 +208,13 @@ def explore(graph: Graph, plan: Plan, cal: Calibration, ev: EvalSet, bits, metho
             max_drop: float | None = 1.0, max_l2: float | None = None, model: str = "",
             progress: bool = False) -> dict:
     """All the phases; returns the JSON-ready result (``analysis`` is a LayerAnalysis)."""
+    from edgeq.engine.ptq.fastconv import blas_limited
+
+    with blas_limited():
+        return _explore(graph, plan, cal, ev, bits, methods, max_drop, max_l2, model, progress)
+
+
+def _explore(graph, plan, cal, ev, bits, methods, max_drop, max_l2, model, progress) -> dict:
     if ev.metric is None and max_l2 is None:
         raise ConfigError("the eval set has no labels/targets: give --max-l2 as the budget")
     analysis = analyse_layers(graph, plan, cal, bits, methods, model, progress)
@@ -184,5 +225,5 @@ def explore(graph: Graph, plan: Plan, cal: Calibration, ev: EvalSet, bits, metho
     return {"model": model, "metric": ev.metric, "fp_metric": ex.fp_metric,
             "budget": {"max_drop": max_drop, "max_l2": max_l2}, "analysis": analysis,
             "one_at_a_time": sens, "groups": groups, "search": search,
-            "memory_fp_bits": ex.memory({}),
+            "memory_fp_bits": ex.memory({}), "emulated_runs": ex.runs,
             "best_config": analysis.config_for(search["choice"])}

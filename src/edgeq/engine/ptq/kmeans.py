@@ -82,7 +82,10 @@ def optimal_kmeans(values: np.ndarray, k: int, weights: np.ndarray | None = None
     for _ in range(1, k):
         cur = np.full(m + 1, np.inf)
         arg = np.zeros(m + 1, dtype=np.int64)
-        _divide(1, m, 0, m - 1, prev, cur, arg, cost)
+        if m <= DENSE_MAX:
+            _dense(m, prev, cur, arg, cost)
+        else:
+            _divide(1, m, 0, m - 1, prev, cur, arg, cost)
         cur[0], arg[0] = 0.0, 0
         splits.append(arg)
         prev = cur
@@ -94,6 +97,17 @@ def optimal_kmeans(values: np.ndarray, k: int, weights: np.ndarray | None = None
     pairs = zip(bounds[:-1], bounds[1:], strict=True)
     cents = [(cs[b] - cs[a]) / (cw[b] - cw[a]) for a, b in pairs if b > a]
     return np.array(cents), float(prev[m])
+
+
+DENSE_MAX = 512  # up to this many distinct values one DP row is one (m+1)² array operation
+
+
+def _dense(m, prev, cur, arg, cost):
+    """Fill cur[j] = min_{i<j} prev[i] + cost(i, j) for every j at once (O(m²) memory)."""
+    i, j = np.arange(m + 1)[:, None], np.arange(m + 1)[None, :]
+    totals = np.where(i < j, prev[:, None] + cost(i, j), np.inf)
+    arg[1:] = np.argmin(totals[:, 1:], axis=0)  # first minimum: the smallest i, as _divide
+    cur[1:] = totals[arg[1:], np.arange(1, m + 1)]
 
 
 def _divide(jlo, jhi, ilo, ihi, prev, cur, arg, cost):

@@ -7,7 +7,8 @@
   ``add = 2^(d−1)`` (round half up) where ``d_c = FL_x + FL_w[c] − FL_out``: a pure shift
   for per-tensor weights (mul = 1) — and ``lo = 0`` when a Relu was fused;
 - an add layer becomes a HarmonisedAdd whose inputs are shifted to the output FL;
-- a global average pool becomes ``ReduceSum`` (exact) and a RequantShift by
+- a global average pool becomes an exact sum — a depthwise all-ones ``Conv`` over an
+  NCHW input (so the C backend runs it), ``ReduceSum`` otherwise — and a RequantShift by
   ``mul/2^d ≈ 2^(FL_out − FL_x)/count`` (:func:`pool_requant`);
 - a clustered weight is its decoded integers with the codebook in its QuantInfo;
 - a float node reads its integer inputs through ``Cast → Mul(ε)``.
@@ -67,12 +68,68 @@ def lower(graph: Graph, plan: Plan, cfg: PTQConfig) -> Graph:
             nodes.append(node)
             src, out = g.values[node.inputs[0]], g.values[node.outputs[0]]
             out.dtype, out.quant = src.dtype, src.quant
-    g.nodes = nodes
+    g.nodes = _static_reshapes(g, nodes, plan.index_nodes)
     g.remove_unused()
     g.meta = {**g.meta, "ptq": "edgeq"}
     g = complete_shapes(g)
     g.validate(supported_ops())
     return g
+
+
+def _static_reshapes(g: Graph, nodes: list[Node], index_nodes) -> list[Node]:
+    """A Reshape whose target is computed from shapes (torch's ``x.view(x.size(0), -1)``:
+    Shape → Gather → Unsqueeze → Concat) gets the constant target ``[-1, *rest]`` when
+    its output's shape is known after the batch axis; the shape computation, then unused,
+    is dropped (integer backends such as the C one need no Shape op)."""
+    targets = _index_values(g, [n for n in nodes if n.name in index_nodes])
+    for node in nodes:
+        t = targets.get(node.inputs[1]) if node.op == "Reshape" else None
+        if t is None or t.ndim != 1 or not t.size or t[0] != BATCH_PROBE or \
+                np.count_nonzero(t == BATCH_PROBE) != 1:
+            continue
+        rest = t[1:].copy()
+        if np.count_nonzero(rest == -1) == 1:  # the inferred axis, from the input's size
+            size = g.values[node.inputs[0]].shape
+            if not size or not all(isinstance(d, int) for d in size[1:]):
+                continue
+            rest[rest == -1] = int(np.prod(size[1:])) // int(np.prod(rest[rest != -1]))
+        if np.any(rest <= 0):
+            continue
+        node.inputs[1] = _const(g, f"{node.name}.shape", np.concatenate([[-1], rest]))
+    while True:  # drop the shape computations nothing reads any more
+        read = {i for n in nodes for i in n.inputs if i} | set(g.outputs)
+        dead = {n.name for n in nodes
+                if n.name in index_nodes and not any(o in read for o in n.outputs)}
+        if not dead:
+            return nodes
+        nodes = [n for n in nodes if n.name not in dead]
+
+
+BATCH_PROBE = 7919  # a batch size no real dimension equals: marks where the batch went
+
+
+def _index_values(g: Graph, index: list[Node]) -> dict[str, np.ndarray]:
+    """The values of the shape computations for a batch of BATCH_PROBE (a Shape of a
+    tensor whose other dimensions are known); values that cannot be computed are left
+    out."""
+    from edgeq.engine.backends.reference.registry import KERNELS
+
+    env = {v.name: v.data for v in g.constants()}
+    for node in index:
+        if node.op == "Shape":
+            shape = g.values[node.inputs[0]].shape
+            if shape and all(isinstance(d, int) for d in shape[1:]) and not node.attrs:
+                env[node.outputs[0]] = np.asarray([BATCH_PROBE, *shape[1:]], np.int64)
+            continue
+        if any(i and i not in env for i in node.inputs) or node.op not in KERNELS:
+            continue
+        attrs = dict(node.attrs)
+        if KERNELS[node.op].opset_aware:
+            attrs["opset"] = g.opset
+        res = KERNELS[node.op].fn(*[env[i] if i else None for i in node.inputs], **attrs)
+        for name, a in zip(node.outputs, res if isinstance(res, tuple) else (res,), strict=False):
+            env[name] = np.asarray(a)
+    return env
 
 
 def _set_act(v: Value, vq: VarQuant) -> None:
@@ -183,7 +240,9 @@ def _pool(g: Graph, layer: Layer, x_q: VarQuant, aq: VarQuant) -> list[Node]:
     acc = g.fresh_name(f"{node.name}.sum")
     g.values[acc] = Value(acc, None, np.dtype(np.int64))
     axes = np.arange(2, len(x.shape), dtype=np.int64)
-    if g.opset >= 13:
+    if len(x.shape) == 4 and all(isinstance(d, int) for d in x.shape[1:]):
+        total = _sum_conv(g, node, x, acc)  # the C backend's depthwise kernel runs it
+    elif g.opset >= 13:
         total = Node("ReduceSum", node.name, [x.name, _const(g, f"{node.name}.axes", axes)],
                      [acc], {"keepdims": 1})
     else:
@@ -199,6 +258,18 @@ def _pool(g: Graph, layer: Layer, x_q: VarQuant, aq: VarQuant) -> list[Node]:
                _const(g, f"{node.name}.add", add)],
               [layer.output], {"shift": d, "lo": lo, "hi": q.range.hi}, EDGEQ_DOMAIN)
     return [total, rq]
+
+
+def _sum_conv(g: Graph, node: Node, x: Value, acc: str) -> Node:
+    """The exact spatial sum of an NCHW tensor as a depthwise Conv whose weights are all
+    ones (integers at ε = 1): the same int64 sum as ReduceSum, in an op every backend
+    (the C backend's depthwise kernel included) runs."""
+    c, h, w = x.shape[1:]
+    ones = np.ones((c, 1, h, w), dtype=np.uint8)
+    wname = _const(g, f"{node.name}.ones", ones, QuantInfo(IntRange.unsigned(2), 1.0))
+    return Node("Conv", node.name, [x.name, wname], [acc],
+                {"kernel_shape": [h, w], "group": c, "strides": [1, 1], "pads": [0, 0, 0, 0],
+                 "dilations": [1, 1]})
 
 
 def _dequantise(g: Graph, name: str, acts: dict, done: dict, nodes: list) -> str:

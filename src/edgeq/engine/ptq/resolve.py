@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from edgeq.engine.backends.reference.registry import KERNELS
 from edgeq.engine.ir import Graph
 from edgeq.engine.ptq import fixedpoint as fp
 from edgeq.engine.ptq import kmeans as km
@@ -22,9 +21,13 @@ from edgeq.errors import ConfigError
 
 
 def l2_per_sample(ref: np.ndarray, got: np.ndarray) -> float:
-    """Frobenius norm of the difference, per sample (axis 0), averaged over the batch."""
-    d = (np.asarray(ref, np.float64) - np.asarray(got, np.float64)).reshape(len(ref), -1)
-    return float(np.mean(np.sqrt(np.einsum("ij,ij->i", d, d))))
+    """Frobenius norm of the difference, per sample (axis 0), averaged over the batch
+    (the difference in the arrays' own float dtype, its squares summed in float64)."""
+    ref, got = np.asarray(ref), np.asarray(got)
+    if ref.dtype != got.dtype or not np.issubdtype(ref.dtype, np.floating):
+        ref, got = ref.astype(np.float64), got.astype(np.float64)
+    d = (ref - got).reshape(len(ref), -1)
+    return float(np.mean(np.sqrt(np.einsum("ij,ij->i", d, d, dtype=np.float64))))
 
 
 # -- weights ----------------------------------------------------------------------------
@@ -74,25 +77,50 @@ def _codebook(w: np.ndarray, vq: VarQuant) -> tuple[int, tuple[int, ...]]:
 
 @dataclass
 class LayerProbe:
-    """The FP input of a linear layer and a way to run the layer with another weight."""
+    """The FP input of a linear layer and the change of its output when its weight
+    changes: the layer is linear in the weight, so ``y(w') − y(w) = layer(x, w' − w)``
+    without the bias — one run per candidate, and the difference is computed from the
+    weight difference itself (no cancellation of two nearly equal outputs, so float32
+    loses nothing even at 16 bits)."""
 
     layer: Layer
     x: np.ndarray
     w: np.ndarray
     b: np.ndarray | None
 
-    def run(self, w: np.ndarray) -> np.ndarray:
-        fn = KERNELS[self.layer.node.op].fn
-        args = [self.x, w] + ([] if self.b is None else [self.b])
-        return fn(*args, **self.layer.node.attrs)
+    def change(self, w: np.ndarray) -> np.ndarray:
+        from edgeq.engine.ptq.fastconv import kernel
+
+        dw = (np.asarray(w, np.float64) - self.w).astype(self.x.dtype)
+        return kernel(self.layer.node.op)(self.x, dw, **self.layer.node.attrs)
+
+    def l2(self, w: np.ndarray) -> float:
+        """The layer's output L2 error with weight ``w`` (per sample, batch mean)."""
+        return norm_per_sample(self.change(w))
 
 
-PROBE_SAMPLES = 8  # calibration samples a weight search runs the layer on
+def norm_per_sample(d: np.ndarray) -> float:
+    d = d.reshape(len(d), -1)
+    return float(np.mean(np.sqrt(np.einsum("ij,ij->i", d, d, dtype=np.float64))))
+
+
+PROBE_POSITIONS = 4096  # output positions (samples × spatial) a weight search looks at
+PROBE_SAMPLES = (2, 8)  # ... from at least 2 and at most 8 calibration samples
+ACT_SEARCH_SAMPLES = 16  # calibration samples an activation FL search compares
 WEIGHT_PATIENCE = 3  # a per-tensor weight FL search stops after 3 FLs worse than the best
 
 
+def probe_samples(graph: Graph, layer: Layer) -> int:
+    """Samples for a layer's weight search: enough for PROBE_POSITIONS output positions
+    (a 60×60 layer needs 2, a 4×4 one 8), within PROBE_SAMPLES."""
+    shape = graph.values[layer.node.outputs[0]].shape or ()
+    spatial = int(np.prod([d for d in shape[2:] if isinstance(d, int)] or [1]))
+    lo, hi = PROBE_SAMPLES
+    return int(min(hi, max(lo, -(-PROBE_POSITIONS // spatial))))
+
+
 def probe(graph: Graph, layer: Layer, cal: Calibration) -> LayerProbe:
-    x = cal.samples[layer.node.inputs[0]][:PROBE_SAMPLES].astype(np.float64)
+    x = cal.samples[layer.node.inputs[0]][:probe_samples(graph, layer)].astype(np.float32)
     w = graph.values[layer.weight].data.astype(np.float64)
     b = None if layer.bias is None else graph.values[layer.bias].data.astype(np.float64)
     return LayerProbe(layer, x, w, b)
@@ -101,28 +129,30 @@ def probe(graph: Graph, layer: Layer, cal: Calibration) -> LayerProbe:
 def resolve_weights(vq: VarQuant, p: LayerProbe, global_fl: int | None) -> tuple[VarQuant, float]:
     """Fill in the parameters of one layer's weights; return it and its layer L2."""
     axis = p.layer.channel_axis
-    ref = p.run(p.w)
     if vq.method in ("kmeans", "kmeans-linear", "kmeans-gauss") and vq.codebook is None:
         fl, book = _codebook(p.w, vq)
         vq = replace(vq, fl=fl, codebook=book)
     elif vq.method == "fixed" and vq.fl is None and vq.channel_fl is None:
         vq = replace(vq, fl=global_fl)
     elif vq.method == "dynamic" and vq.fl is None and vq.channel_fl is None:
-        vq = _search_weight_fl(vq, p, ref)
+        vq, err = _search_weight_fl(vq, p)
+        if err is not None:  # the search already ran the layer with this weight
+            return vq, err
     if vq.method == "fixed" and vq.per_channel and vq.channel_fl is None:
         vq = replace(vq, channel_fl=(vq.fl,) * p.w.shape[axis], fl=None)
-    return vq, l2_per_sample(ref, p.run(fake_weight(p.w, vq, axis)))
+    return vq, p.l2(fake_weight(p.w, vq, axis))
 
 
-def _search_weight_fl(vq: VarQuant, p: LayerProbe, ref: np.ndarray) -> VarQuant:
+def _search_weight_fl(vq: VarQuant, p: LayerProbe) -> tuple[VarQuant, float | None]:
     axis = p.layer.channel_axis
     if not vq.per_channel:
         fl0 = fp.initial_fl(float(np.max(np.abs(p.w))), vq.bits, True)
 
         def err(fl):
-            return l2_per_sample(ref, p.run(fp.fake_quantise(p.w, fl, vq.bits, True)))
+            return p.l2(fp.fake_quantise(p.w, fl, vq.bits, True))
 
-        return replace(vq, fl=fp.search_fl(err, fl0, vq.fl_search, WEIGHT_PATIENCE)[0])
+        fl, e = fp.search_fl(err, fl0, vq.fl_search, WEIGHT_PATIENCE)
+        return replace(vq, fl=fl), e
     # the output channel c depends on W[c] only: search every channel's FL at once
     out_axis = 1  # channels of Conv [N, M, ...] and Gemm/MatMul [M, N] outputs
     maxes = np.max(np.abs(np.moveaxis(p.w, axis, 0).reshape(p.w.shape[axis], -1)), axis=1)
@@ -132,15 +162,17 @@ def _search_weight_fl(vq: VarQuant, p: LayerProbe, ref: np.ndarray) -> VarQuant:
     cands = sorted(set(lo_c) | set(hi_c))
     errs = []
     for fl in cands:
-        d = ref - p.run(fp.fake_quantise(p.w, fl, vq.bits, True))
+        d = p.change(fp.fake_quantise(p.w, fl, vq.bits, True))
         errs.append(np.sum(np.moveaxis(d, out_axis, 0).reshape(d.shape[out_axis], -1) ** 2, 1))
     best = np.argmin(np.array(errs), axis=0)  # first minimum: the smaller FL
-    return replace(vq, channel_fl=tuple(int(cands[i]) for i in best))
+    return replace(vq, channel_fl=tuple(int(cands[i]) for i in best)), None
 
 
 # -- activations --------------------------------------------------------------------------
 def resolve_activation(vq: VarQuant, name: str, cal: Calibration,
                        global_fl: int | None) -> tuple[VarQuant, float]:
+    from edgeq.engine.ptq.emulate import fq
+
     st, x = cal.stats[name], cal.samples[name]
     signed = vq.signed if vq.signed is not None else bool(st.min < 0)
     vq = replace(vq, signed=signed)
@@ -148,10 +180,10 @@ def resolve_activation(vq: VarQuant, name: str, cal: Calibration,
         vq = replace(vq, fl=global_fl)
     elif vq.fl is None:
         fl0 = fp.initial_fl(st.max_abs, vq.bits, signed)
+        xs = x[:ACT_SEARCH_SAMPLES]
         vq = replace(vq, fl=fp.search_fl(
-            lambda fl: l2_per_sample(x, fp.fake_quantise(x, fl, vq.bits, signed)), fl0,
-            vq.fl_search)[0])
-    return vq, l2_per_sample(x, fp.fake_quantise(x, vq.fl, vq.bits, signed))
+            lambda fl: l2_per_sample(xs, fq(xs, replace(vq, fl=fl))), fl0, vq.fl_search)[0])
+    return vq, l2_per_sample(x, fq(x, vq))
 
 
 # -- the whole network -------------------------------------------------------------------
