@@ -130,6 +130,9 @@ def run_seed(config: PipelineConfig, seed: int, out: Path, progress: bool = True
     from edgeq.train.f2t import f2t, fidelity_report
 
     start = time.perf_counter()
+    # first: a checkpoint that cannot be resumed is reported before any work
+    session = Session(out, Session.fingerprint(config.to_json(), seed), checkpoint=checkpoint,
+                      resume=resume, tensorboard=tensorboard, ddp=ddp)
     task = task or make_task(config)
     clock = _Clock(seed, progress)
     clock.stage("data")
@@ -138,8 +141,6 @@ def run_seed(config: PipelineConfig, seed: int, out: Path, progress: bool = True
     torch.manual_seed(seed)
     x_test = task.inputs("test")
     example = x_test[:1]
-    session = Session(out, Session.fingerprint(config.to_json(), seed), checkpoint=checkpoint,
-                      resume=resume, tensorboard=tensorboard, ddp=ddp)
     loader = (task.batches("train", config.task.batch_size, seed) if ddp is None
               else ddp.batches(task, "train", config.task.batch_size, seed))
     tc = config.training
