@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ptq_commands(sub)
 
+    from edgeq.lab.experiment.commands import add_experiment_commands  # argparse only
+
+    add_experiment_commands(sub)
+
     marks = sub.add_parser("landmarks", help="68 facial landmarks of a face image (3DDFA app)")
     marks.add_argument("model", metavar="MODEL.onnx", help="a 62-parameter 3DDFA network; "
                        "its whitening.json must sit beside it (or give --whitening)")
@@ -327,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _subject(args: argparse.Namespace) -> str:
     """The file or directory a command works on, for the last-resort error line."""
-    for key in ("model", "config", "run_dir", "out"):
+    for key in ("model", "config", "design", "run_dir", "out"):
         if getattr(args, key, None):
             return str(getattr(args, key))
     return ""
