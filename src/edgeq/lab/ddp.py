@@ -14,7 +14,9 @@ What keeps the ranks consistent:
 * **parameters**: DDP broadcasts rank 0's parameters when it wraps the model and
   all-reduces (averages) gradients, so every rank applies the same Adam step;
 * **buffers** (BatchNorm statistics, every quantiser's flags, observer statistics, ANA
-  μ/σ, TQT moments): DDP broadcasts rank 0's buffers before every forward;
+  μ/σ, TQT moments): DDP broadcasts rank 0's buffers before every forward, and
+  :meth:`DDPContext.sync_buffers` once more after every epoch (the last forward's
+  updates);
 * **statistics a quantiser computes from data**: the calibration pass observes the same
   first ``CALIBRATION_SAMPLES`` training samples on every rank (identical data, so
   identical PACT/TQT/ANA initial ε); weight ε is re-fitted from the (identical) weights;
@@ -76,9 +78,17 @@ class DDPContext:
         if isinstance(current, nn.parallel.DistributedDataParallel) and \
                 getattr(current, "_edgeq_trainable", None) == [id(p) for p in trainable]:
             return current
-        wrapped = nn.parallel.DistributedDataParallel(model, broadcast_buffers=True)
+        # rank 0's buffers are broadcast at wrapping and before every forward
+        wrapped = nn.parallel.DistributedDataParallel(model, forward_sync_buffers=True)
         wrapped._edgeq_trainable = [id(p) for p in trainable]
         return wrapped
+
+    @torch.no_grad()
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers to every rank: after an epoch's last forward each rank has
+        updated its own BatchNorm statistics (DDP syncs buffers only before a forward)."""
+        for buf in model.buffers():
+            dist.broadcast(buf, 0)
 
     def sum_pair(self, a: float, b: float) -> tuple[float, float]:
         """(Σ a, Σ b) over the ranks, in float64."""

@@ -102,6 +102,7 @@ def train(
                 hooks.board.step(hooks.phase, value, step_lr)
         if hooks.ddp is not None:  # the epoch's loss over every rank's samples
             total, count = hooks.ddp.sum_pair(total, count)
+            hooks.ddp.sync_buffers(model)
         losses.append(total / max(count, 1))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if hooks.board is not None:
