@@ -236,6 +236,9 @@ class PipelineConfig:
             object.__setattr__(self, "input", InputConfig(**task.default_input))
         if self.model.import_ is not None:
             return  # user code: any task
+        if self.model.name is None and task.default_model is None:
+            raise ConfigError(f"model: task {self.task.name!r} has no built-in model; name "
+                              "one with model.import (\"package.module:factory\")")
         if self.model.name is None:
             object.__setattr__(self, "model", ModelConfig(task.default_model, self.model.width,
                                                           self.model.input_size))

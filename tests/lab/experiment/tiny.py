@@ -25,3 +25,13 @@ class BrokenDigits(TinyDigits):
 
     def _load(self, progress: bool) -> dict[str, Split]:
         raise RuntimeError("broken on purpose")
+
+
+def tiny_image_cnn(in_channels: int, side: int, classes: int):
+    """A user model by import path (``tests.lab.experiment.tiny:tiny_image_cnn``)."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * (side // 2) ** 2, classes))

@@ -196,13 +196,13 @@ class Design:
         return runs
 
     def _culprit(self, levels, exc: ConfigError) -> str:
-        """' (from factors.F.L)' when one level's patch alone gives the same error."""
+        """' (from base)' or ' (from factors.F.L)' when that alone gives the same error
+        (a level is blamed only when the base alone is valid)."""
         detail = str(exc).split(": ", 1)[-1]
         try:
             _validate(self.base, "")
         except ConfigError as alone:
-            if str(alone).split(": ", 1)[-1] == detail:
-                return " (from base)"
+            return " (from base)" if str(alone).split(": ", 1)[-1] == detail else ""
         for factor, level in levels:
             try:
                 _validate(merge(self.base, self.factors[factor][level]), "")
