@@ -132,13 +132,15 @@ def factor_plot(stats: dict, factor: str, metric: str) -> bytes:
         key = tuple(cell["levels"][f] for f in others)
         lines.setdefault(key, {})[cell["levels"][factor]] = cell["metrics"][metric]
     fig, ax = plt.subplots(figsize=(4.8, 3.2), dpi=100)
-    for key, points in lines.items():
+    width = 0.08 * (len(lines) - 1)  # dodge the lines so that error bars do not overlap
+    for n, (key, points) in enumerate(lines.items()):
+        shift = -width / 2 + 0.08 * n
         xs = [i for i, lv in enumerate(levels) if lv in points and points[lv]["mean"] is not None]
         ms = [points[levels[i]]["mean"] for i in xs]
         err = [0.0 if points[levels[i]]["ci_high"] is None
                else points[levels[i]]["ci_high"] - points[levels[i]]["mean"] for i in xs]
         label = ", ".join(f"{f}={v}" for f, v in zip(others, key, strict=True)) or "all"
-        ax.errorbar(xs, ms, yerr=err, marker="o", capsize=3, label=label)
+        ax.errorbar([x + shift for x in xs], ms, yerr=err, marker="o", capsize=3, label=label)
     ax.set_xticks(range(len(levels)), levels)
     ax.set_xlabel(factor)
     ax.set_ylabel(metric)
@@ -168,7 +170,7 @@ def format_html(stats: dict, rows: list[dict], design: Design) -> str:
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>Experiment {esc(stats['name'])}</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
+        "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right;white-space:nowrap}"
         ".failed{color:#b00}</style></head><body>",
         f"<h1>Experiment {esc(stats['name'])}</h1>",
         f"<p>{runs['done']} of {runs['total']} runs done, {runs['failed']} failed. Cells: "
