@@ -156,3 +156,20 @@ def test_save_is_atomic_and_leaves_no_temporary(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert ck.load()["epoch"] == 0
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT]
+
+
+def test_refreeze_restores_requires_grad_of_frozen_eps():
+    """``frozen`` is a buffer; a frozen PACT bound's requires_grad=False is not saved."""
+    from edgeq.lab.checkpoint import refreeze
+    from edgeq.train.modules import QuantActivation
+    from edgeq.train.spec import QuantSpec
+
+    spec = QuantSpec.from_bits(4, algorithm="pact")
+    trained, fresh = QuantActivation("relu", spec), QuantActivation("relu", spec)
+    trained.quantiser.initialise(torch.tensor(0.0), torch.tensor(2.0))
+    trained.freeze()
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh.quantiser.bound.requires_grad  # what load_state_dict alone leaves
+    refreeze(fresh)
+    assert not fresh.quantiser.bound.requires_grad and bool(fresh.quantiser.frozen)
+    assert torch.equal(fresh.quantiser.eps, trained.quantiser.eps)
