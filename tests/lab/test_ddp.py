@@ -8,7 +8,9 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,17 @@ def _readme_command() -> str:
     return line
 
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _argv(cfg: Path, out: Path) -> list[str]:
+    """The README command, plus the test's flags: both ranks dump their trained state;
+    checkpoint and TensorBoard files (rank 0's only) are written, a checkpoint resumed."""
+    command = _readme_command().replace("CONFIG.json", str(cfg)).replace("DIR", str(out))
+    return shlex.split(command) + ["--dump-params", "--checkpoint", "--tensorboard",
+                                   "--resume"]
+
+
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     if shutil.which("torchrun") is None:
@@ -51,12 +64,8 @@ def ddp_run(tmp_path_factory):
     cfg = tmp / "config.json"
     cfg.write_text(json.dumps(CONFIG))
     out = tmp / "ddp"
-    command = _readme_command().replace("CONFIG.json", str(cfg)).replace("DIR", str(out))
-    # the test's own flags: both ranks dump their trained state; checkpoint and TensorBoard
-    # files (rank 0's only) are written as well
-    argv = shlex.split(command) + ["--dump-params", "--checkpoint", "--tensorboard"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(_argv(cfg, out), capture_output=True, text=True, timeout=600,
+                          env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     torch.set_num_threads(1)
     single = tmp / "single"
@@ -130,3 +139,35 @@ def test_batch_size_not_divisible_by_world_is_refused():
     task = make_task(PipelineConfig.from_json(CONFIG))
     with pytest.raises(ConfigError, match="task.batch_size 63"):
         DDPContext(0, 2).batches(task, "train", 63, seed=0)
+
+
+def test_ddp_run_killed_in_qat_and_resumed_is_bit_identical(ddp_run):
+    """SIGKILL to torchrun and both ranks once QAT has a checkpoint; the resumed run
+    (every rank loads rank 0's checkpoint) ends exactly where the uninterrupted one did."""
+    out, _ = ddp_run
+    broken = out.parent / "broken"
+    proc = subprocess.Popen(_argv(out.parent / "config.json", broken), env=ENV,
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt, seen, deadline = broken / CHECKPOINT, None, time.monotonic() + 300
+    while True:
+        assert time.monotonic() < deadline and proc.poll() is None, "no QAT checkpoint"
+        if ckpt.exists() and ckpt.stat().st_mtime_ns != seen:
+            seen = ckpt.stat().st_mtime_ns
+            state = torch.load(ckpt, weights_only=False)
+            if state["phase"] == "qat":
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
+        time.sleep(0.01)
+    assert state["epoch"] < CONFIG["training"]["qat_epochs"] - 1  # killed before the end
+    again = subprocess.run(_argv(out.parent / "config.json", broken), capture_output=True,
+                           text=True, timeout=600, env=ENV)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for rank in (0, 1):
+        a = torch.load(out / f"params_rank{rank}.pt", weights_only=True)
+        b = torch.load(broken / f"params_rank{rank}.pt", weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a), rank
+    metrics = [{k: v for k, v in json.loads((d / "summary.json").read_text()).items()
+                if k.endswith("accuracy")} for d in (out, broken)]
+    assert metrics[0] == metrics[1]

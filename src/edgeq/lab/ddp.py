@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         if ctx.is_main:
             summary = pipeline.summarise([result], task)
             summary["ddp_world_size"] = ctx.world
-            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-            (out / "table.txt").write_text(pipeline.format_table(summary, task) + "\n")
+            _write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            _write(out / "table.txt", pipeline.format_table(summary, task) + "\n")
     except EdgeqError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -186,6 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         if ctx is not None:
             ctx.close()
     return 0
+
+
+def _write(path: Path, text: str) -> None:
+    """Whole or not at all: a temporary file beside ``path``, then a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
