@@ -19,7 +19,10 @@ What keeps the ranks consistent:
   updates);
 * **statistics a quantiser computes from data**: the calibration pass observes the same
   first ``CALIBRATION_SAMPLES`` training samples on every rank (identical data, so
-  identical PACT/TQT/ANA initial ε); weight ε is re-fitted from the (identical) weights;
+  identical PACT/TQT/ANA initial ε); weight ε is re-fitted from the (identical) weights.
+  (An activation quantiser the calibration never reached would initialise lazily from
+  its rank's first batch, and a learned ε would then differ between ranks: the pipeline
+  calibrates the whole network, so this does not happen there);
 * **QAT controllers**: every rank steps its own controller at the same epochs and steps;
   when freezing changes which parameters train, the model is wrapped again (DDP only
   reduces parameters that required gradients when it was built).
