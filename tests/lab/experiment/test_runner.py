@@ -76,8 +76,31 @@ def test_report_numbers_come_from_the_register(experiment, capsys):
             assert fold_means[seed] == pytest.approx(sum(v) / 2)
     (comp,) = [c for c in report["comparisons"] if c["metric"] == "tq_accuracy"]
     assert (comp["factor"], comp["a"], comp["b"], comp["n"]) == ("bits", "4", "8", 4)
-    assert "| bits | runs | fp_accuracy | fq_accuracy | tq_accuracy |" in printed
+    assert "| bits | runs | fp_accuracy | fq_accuracy | tq_accuracy | cv_fq_accuracy |" \
+        in printed
     assert (out / "report.md").read_text() in printed
+
+
+def test_cv_score_is_the_fq_network_on_the_held_out_fold(experiment):
+    """cv_fq_accuracy, recomputed from the exported FQ ONNX file run by the engine on the
+    held-out fold drawn here from the design's cv seed."""
+    import numpy as np
+
+    from edgeq.engine import load
+    from edgeq.lab.config import PipelineConfig
+    from edgeq.lab.tasks import make_task
+    from edgeq.lab.tasks.base import fold_indices
+
+    _, out = experiment
+    run = out / "runs" / "bits-8_seed1_fold1"
+    result = json.loads((run / "result.json").read_text())
+    task = make_task(PipelineConfig.from_json(json.loads((run / "config.json").read_text())))
+    train = task.split("train")
+    held = fold_indices(len(train), 2, seed=0)[1]
+    x = task.to_input(train.raw[held]).numpy()
+    (logits,) = load(run / "model_fq.onnx").run({"input": x}).values()
+    accuracy = 100.0 * float(np.mean(np.argmax(logits, axis=1) == train.targets[held].numpy()))
+    assert result["metrics"]["cv_fq_accuracy"] == pytest.approx(accuracy, abs=100 / len(held))
 
 
 def test_resume_reruns_only_unfinished_runs_and_refuses_without_flag(experiment, capsys):
@@ -142,3 +165,47 @@ def test_a_failing_run_is_recorded_and_parallel_workers_finish_the_rest(tmp_path
     assert (out / "runs" / "task-ok_seed0" / "result.json").is_file()
     assert not (out / "runs" / "task-broken_seed0" / "result.json").exists()
     assert (out / "report.html").is_file()  # the report covers what finished
+
+
+def test_sigkilled_experiment_resumes_to_the_uninterrupted_results(tmp_path):
+    """`edgeq experiment` killed (SIGKILL) after its first run; --resume keeps that run's
+    files and finishes the rest with the metrics of a run never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import PROJECT_ROOT
+
+    path = _design(tmp_path, seeds=[0, 1], factors={"bits": {"4": {
+        "policy": {"uniform": {"bits": 4}}}}}, base={"task": {"name": TINY}, "training": {
+            "fp_epochs": 4, "qat_epochs": 2}})
+    data = json.loads(path.read_text())
+    del data["cv"]
+    path.write_text(json.dumps(data))
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(PROJECT_ROOT / "src"), str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "edgeq.cli", "experiment", str(path),
+                             "--out", str(killed), "--quiet"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = killed / "runs" / "bits-4_seed0" / "result.json"
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), "the first run did not finish in time"
+    if (killed / "runs" / "bits-4_seed1" / "result.json").exists():
+        pytest.skip("the second run finished before the kill (machine too fast)")
+    kept = first.read_bytes()
+    assert main(["experiment", str(path), "--out", str(killed), "--resume", "--quiet"]) == 0
+    assert first.read_bytes() == kept
+    fresh = tmp_path / "fresh"
+    assert main(["experiment", str(path), "--out", str(fresh), "--quiet"]) == 0
+    for run in ("bits-4_seed0", "bits-4_seed1"):
+        a = json.loads((killed / "runs" / run / "result.json").read_text())
+        b = json.loads((fresh / "runs" / run / "result.json").read_text())
+        assert a["metrics"] == b["metrics"], run
+    assert {r["status"] for r in _register(killed)} == {"done"}

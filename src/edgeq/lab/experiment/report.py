@@ -19,7 +19,8 @@ from edgeq.lab.experiment.design import Design
 from edgeq.lab.experiment.register import REGISTER, read_register, write_json
 from edgeq.lab.experiment.stats import analyse
 
-TABLE_STAGES = ("fp", "fq", "tq", "deployed")  # compared and tabulated, per primary metric
+# compared and tabulated, per primary metric; cv_fq: the held-out fold (with cv only)
+TABLE_STAGES = ("fp", "fq", "tq", "deployed", "cv_fq")
 FIXED_COLUMNS = ("run", "cell", "seed", "fold", "status", "seconds", "error")
 
 

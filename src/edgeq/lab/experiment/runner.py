@@ -192,6 +192,8 @@ def execute_run(config: dict, fold: int | None, cv: tuple[int, int] | None, out:
             task.use_fold(fold, *cv)
         kwargs = {"checkpoint": True, "resume": resume} if resumable else {}
         result = _run_seed()(cfg, cfg.seeds[0], run_dir, False, task, **kwargs)
+        if fold is not None:  # the cross-validation score: the held-out fold
+            result.metrics.update(_held_out(cfg, task, run_dir))
         record = asdict(result)
         record["fold"] = fold
         write_json(run_dir / RESULT_FILE, record)
@@ -205,6 +207,17 @@ def execute_run(config: dict, fold: int | None, cv: tuple[int, int] | None, out:
     finally:
         torch.set_num_threads(threads)
     return {"status": "failed", "seconds": time.perf_counter() - start, "error": error}
+
+
+def _held_out(cfg, task, run_dir: Path) -> dict:
+    """``cv_fq_<metric>``: the trained FQ network on the held-out fold (the task's val
+    split under :meth:`~edgeq.lab.tasks.base.Task.use_fold`)."""
+    from edgeq.lab.pipeline import FQ_STATE, rebuild_fq
+    from edgeq.lab.training import predict
+
+    fq = rebuild_fq(cfg, run_dir / FQ_STATE, task)
+    scores = task.evaluate(predict(fq, task.inputs("val")), "val")
+    return {f"cv_fq_{k}": v for k, v in scores.items()}
 
 
 def _flat(metrics: dict) -> dict:
