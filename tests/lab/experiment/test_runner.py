@@ -209,3 +209,31 @@ def test_sigkilled_experiment_resumes_to_the_uninterrupted_results(tmp_path):
         b = json.loads((fresh / "runs" / run / "result.json").read_text())
         assert a["metrics"] == b["metrics"], run
     assert {r["status"] for r in _register(killed)} == {"done"}
+
+
+@pytest.mark.parametrize("setup, argv_tail, words", [
+    (lambda out: (out.mkdir(), (out / "design.json").write_text("{oops")), ["--resume"],
+     ["design.json: not valid JSON"]),
+    (lambda out: (out.mkdir(), (out / "design.json").write_text('{"name": "other"}')),
+     ["--resume"], ["design.json: the design differs"]),
+    (lambda out: (out.mkdir(), (out / "x.txt").write_text("x")), [],
+     ["is not empty and holds no experiment"]),
+    (lambda out: out.write_text("a file"), [], ["is not a directory"]),
+    (lambda out: None, ["--workers", "0"], ["--workers must be a positive integer"]),
+])
+def test_bad_experiment_directories_and_flags(tmp_path, capsys, setup, argv_tail, words):
+    path = _design(tmp_path)
+    out = tmp_path / "exp"
+    setup(out)
+    assert main(["experiment", str(path), "--out", str(out), *argv_tail]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    for word in words:
+        assert word in err, (word, err)
+    assert not (out / "runs.csv").exists()
+
+
+def test_experiment_report_of_a_plain_directory(tmp_path, capsys):
+    assert main(["experiment-report", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "not an experiment directory (no design.json)" in err and "\n" not in err
