@@ -153,7 +153,7 @@ def test_a_failing_run_is_recorded_and_parallel_workers_finish_the_rest(tmp_path
     path.write_text(json.dumps(data))
     out = tmp_path / "exp"
     assert main(["experiment", str(path), "--out", str(out), "--workers", "2",
-                 "--quiet"]) == 1
+                 "--quiet", "--tensorboard"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
     assert "1 of 2 runs failed" in err and "task-broken_seed0" in err
@@ -165,6 +165,8 @@ def test_a_failing_run_is_recorded_and_parallel_workers_finish_the_rest(tmp_path
     assert (out / "runs" / "task-ok_seed0" / "result.json").is_file()
     assert not (out / "runs" / "task-broken_seed0" / "result.json").exists()
     assert (out / "report.html").is_file()  # the report covers what finished
+    events = list((out / "runs" / "task-ok_seed0" / "tensorboard").rglob("events.out.*"))
+    assert events, "no TensorBoard event files"
 
 
 def test_sigkilled_experiment_resumes_to_the_uninterrupted_results(tmp_path):

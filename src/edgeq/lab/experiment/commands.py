@@ -17,6 +17,8 @@ def add_experiment_commands(sub) -> None:
                      help="runs in parallel processes (default 1)")
     exp.add_argument("--resume", action="store_true",
                      help="continue DIR: skip finished runs, redo the unfinished ones")
+    exp.add_argument("--tensorboard", action="store_true",
+                     help="TensorBoard event files per run (runs/<run>/tensorboard)")
     exp.add_argument("--quiet", action="store_true", help="no per-run lines")
     exp.set_defaults(func=cmd_experiment)
 
@@ -34,7 +36,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     design = Design.load(args.design)
     out = args.out or design.output_dir
     log = None if args.quiet else (lambda line: print(line, flush=True))
-    run_experiment(design, out, workers=args.workers, resume=args.resume, log=log)
+    run_experiment(design, out, workers=args.workers, resume=args.resume, log=log,
+                   tensorboard=args.tensorboard)
     print(write_report(out), end="")
     print(f"\nwrote {out}/ (runs.csv, runs/, report.json, report.md, report.html)")
     return 0

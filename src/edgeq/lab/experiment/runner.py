@@ -39,14 +39,17 @@ class ExperimentFailed(EdgeqError):
 
 
 def run_experiment(design: Design, out: str | Path, workers: int = 1, resume: bool = False,
-                   log: Callable[[str], None] | None = print) -> Register:
+                   log: Callable[[str], None] | None = print,
+                   tensorboard: bool = False) -> Register:
     """Run every unfinished run of ``design`` into ``out``; write the register and the
-    report. ExperimentFailed (after everything else finished) when any run failed."""
+    report. ExperimentFailed (after everything else finished) when any run failed.
+    ``tensorboard``: event files per run in ``runs/<run>/tensorboard``."""
     from edgeq.lab.experiment.report import write_report
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"--workers must be a positive integer, got {workers!r}")
     log = log or (lambda _msg: None)
+    run_kwargs = _run_kwargs(resume, tensorboard)
     runs = design.runs()  # validates every resolved config before anything runs
     out = Path(out)
     _prepare(out, design, resume)
@@ -64,9 +67,8 @@ def run_experiment(design: Design, out: str | Path, workers: int = 1, resume: bo
     register.save(out)
     if resume and len(todo) < len(runs):
         log(f"resume: {len(runs) - len(todo)} of {len(runs)} runs already finished")
-    resumable = "resume" in inspect.signature(_run_seed()).parameters
     count = len(runs) - len(todo)
-    for run, outcome in _execute_all(out, todo, workers, resumable, resume):
+    for run, outcome in _execute_all(out, todo, workers, run_kwargs):
         count += 1
         register.update(run.run_id, outcome["status"], outcome.get("seconds"),
                         outcome.get("error", ""), _flat(outcome.get("metrics", {})))
@@ -86,6 +88,16 @@ def _run_seed():
     from edgeq.lab.pipeline import run_seed
 
     return run_seed
+
+
+def _run_kwargs(resume: bool, tensorboard: bool) -> dict:
+    """run_seed's optional training features this tree has: checkpoints every epoch
+    (always, so that any run can be resumed), resume, TensorBoard."""
+    params = inspect.signature(_run_seed()).parameters
+    if tensorboard and "tensorboard" not in params:
+        raise ConfigError("--tensorboard: this edgeq's pipeline writes no event files")
+    wanted = {"checkpoint": True, "resume": resume, "tensorboard": tensorboard}
+    return {k: v for k, v in wanted.items() if k in params and (v or k == "resume")}
 
 
 def _prepare(out: Path, design: Design, resume: bool) -> None:
@@ -139,20 +151,19 @@ def _run_json(run: RunSpec, outcome: dict) -> dict:
             "seconds": outcome.get("seconds")}
 
 
-def _execute_all(out: Path, todo: list[RunSpec], workers: int, resumable: bool,
-                 resume: bool):
+def _execute_all(out: Path, todo: list[RunSpec], workers: int, run_kwargs: dict):
     """(run, outcome) as runs finish: in this process for one worker, else in a pool of
     spawned processes (fresh interpreters: no forked torch thread pools)."""
     cv = _cv_of(out)
     if workers == 1 or len(todo) <= 1:
         for run in todo:
-            yield run, execute_run(run.config, run.fold, cv, str(out), run.run_id, resumable,
-                                   resume)
+            yield run, execute_run(run.config, run.fold, cv, str(out), run.run_id,
+                                   run_kwargs)
         return
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)),
                              mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(execute_run, run.config, run.fold, cv, str(out), run.run_id,
-                               resumable, resume): run for run in todo}
+                               run_kwargs): run for run in todo}
         for future in as_completed(futures):
             run = futures[future]
             try:
@@ -169,11 +180,11 @@ def _cv_of(out: Path) -> tuple[int, int] | None:
 
 
 def execute_run(config: dict, fold: int | None, cv: tuple[int, int] | None, out: str,
-                run_id: str, resumable: bool = False, resume: bool = False) -> dict:
+                run_id: str, run_kwargs: dict | None = None) -> dict:
     """One run (in a worker process or not): the outcome as a plain dict, never raising
-    for a failure of the run itself. ``resumable``: run_seed checkpoints every epoch
-    (``checkpoint=True``) and, with ``resume``, continues from its checkpoint; without
-    it an unfinished run starts again from scratch."""
+    for a failure of the run itself. ``run_kwargs`` go to run_seed (``checkpoint``,
+    ``resume``, ``tensorboard``, see :func:`_run_kwargs`); without checkpoints an
+    unfinished run starts again from scratch."""
     import torch
 
     from edgeq.lab.config import PipelineConfig
@@ -190,8 +201,7 @@ def execute_run(config: dict, fold: int | None, cv: tuple[int, int] | None, out:
         task.load(progress=False)
         if fold is not None:
             task.use_fold(fold, *cv)
-        kwargs = {"checkpoint": True, "resume": resume} if resumable else {}
-        result = _run_seed()(cfg, cfg.seeds[0], run_dir, False, task, **kwargs)
+        result = _run_seed()(cfg, cfg.seeds[0], run_dir, False, task, **(run_kwargs or {}))
         if fold is not None:  # the cross-validation score: the held-out fold
             result.metrics.update(_held_out(cfg, task, run_dir))
         record = asdict(result)
