@@ -72,7 +72,7 @@ class Checkpointer:
         if not path.exists():
             return None
         try:
-            state = torch.load(path, weights_only=False)
+            state = torch.load(path, weights_only=True)  # tensors and plain data only
         except Exception as exc:  # torch.load raises many types on a corrupt file
             first = (str(exc).strip().splitlines() or [""])[0][:160]
             raise CheckpointError(f"{path}: corrupt checkpoint, cannot resume "
@@ -96,13 +96,18 @@ def _umask() -> int:
 # -- RNG ----------------------------------------------------------------------------------
 def rng_state(loader: Any) -> dict:
     """Every generator a training epoch draws from (global ones and the loader's)."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                   "has_gauss": has_gauss, "cached": cached}  # tensors: weights_only loads
+    return {"torch": torch.get_rng_state(), "numpy": numpy_state,
             "python": random.getstate(), "loader": loader_state(loader)}
 
 
 def set_rng_state(state: dict, loader: Any) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
     random.setstate(state["python"])
     load_loader_state(loader, state["loader"])
 
