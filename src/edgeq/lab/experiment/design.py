@@ -172,6 +172,13 @@ class Design:
         return [c for c in cells if not any(
             all(dict(c)[f] == lv for f, lv in rule.items()) for rule in self.exclude)]
 
+    def cell_config(self, levels) -> dict:
+        """The base with the patches of ``levels`` merged in, in factor order."""
+        cfg = self.base
+        for factor, level in levels:
+            cfg = merge(cfg, self.factors[factor][level])
+        return cfg
+
     def runs(self) -> list[RunSpec]:
         """Every run, each with its resolved config, validated (ConfigError naming the run
         and the key path on the first invalid one)."""
@@ -180,9 +187,7 @@ class Design:
             raise ConfigError("the design has no cells: every combination is excluded")
         folds = [None] if self.cv is None else list(range(self.cv.folds))
         for levels in self.cells():
-            cfg = self.base
-            for factor, level in levels:
-                cfg = merge(cfg, self.factors[factor][level])
+            cfg = self.cell_config(levels)
             for seed in self.seeds:
                 for fold in folds:
                     spec = RunSpec(levels, seed, fold, {})

@@ -34,11 +34,14 @@ def load_experiment(out: Path) -> tuple[Design, list[dict]]:
 
 def primary_metric(design: Design) -> str:
     """The task's primary metric (``accuracy``, ``nme`` ...), from the first run."""
-    from edgeq.lab.config import PipelineConfig
     from edgeq.lab.tasks import task_class
 
-    config = PipelineConfig.from_json(design.runs()[0].config)
-    return task_class(config.task.name).metric.name
+    cells = design.cells()
+    if not cells:
+        raise ConfigError("the design has no cells: every combination is excluded")
+    task = design.cell_config(cells[0]).get("task", {})
+    name = task.get("name", "digits") if isinstance(task, dict) else "digits"
+    return task_class(name).metric.name
 
 
 def write_report(out: str | Path) -> str:
