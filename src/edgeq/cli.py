@@ -1,4 +1,5 @@
-"""The ``edgeq`` command: ``run``, ``inspect``, ``bench``, ``demo``, ``quantize``, ``f2t-report``.
+"""The ``edgeq`` command: ``run``, ``inspect``, ``bench``, ``demo``, ``quantize``, ``f2t-report``,
+``experiment``, ``experiment-report`` and more (``edgeq --help``).
 
 Every :class:`~edgeq.errors.EdgeqError` becomes ``error: <message>`` on stderr and exit
 status 1; usage errors exit with 2 (argparse). This module imports no torch and no
