@@ -171,3 +171,16 @@ def test_ddp_run_killed_in_qat_and_resumed_is_bit_identical(ddp_run):
     metrics = [{k: v for k, v in json.loads((d / "summary.json").read_text()).items()
                 if k.endswith("accuracy")} for d in (out, broken)]
     assert metrics[0] == metrics[1]
+
+
+def test_without_torchrun_the_module_exits_with_a_one_line_error(tmp_path, monkeypatch, capsys):
+    from edgeq.lab import ddp
+
+    for var in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(CONFIG))
+    assert ddp.main([str(cfg), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "torchrun" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()  # nothing written
