@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import subprocess
+import tempfile
 from html.parser import HTMLParser
 
 import numpy as np
@@ -30,10 +31,11 @@ def _chromium() -> str:
 
 
 def _browser(*args: str) -> subprocess.CompletedProcess:
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
-           "--disable-dev-shm-usage", "--user-data-dir=" + os.environ.get("TMPDIR", "/tmp")
-           + f"/edgeq-chromium-{os.getpid()}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
+    chromium = _chromium()
+    with tempfile.TemporaryDirectory(prefix="edgeq-chromium-") as profile:
+        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+               "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
 
 
 @pytest.fixture(scope="module")
