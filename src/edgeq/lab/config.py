@@ -114,10 +114,11 @@ class ModelConfig:
     def from_json(cls, data: Any) -> ModelConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"model must be an object, got {type(data).__name__}")
-        if "import_" in data:
-            raise ConfigError("unknown key model.import_; did you mean model.import?")
-        return cls(**_keys("model", {("import_" if k == "import" else k): v
-                                     for k, v in data.items()}, cls))
+        known = ["import", "input_size", "kwargs", "name", "width"]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown key model.{unknown[0]}; known keys: {known}")
+        return cls(**{("import_" if k == "import" else k): v for k, v in data.items()})
 
 
 @dataclass(frozen=True)
