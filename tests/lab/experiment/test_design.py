@@ -136,3 +136,14 @@ def test_use_fold_trains_without_the_held_out_fold_and_keeps_test():
             (train.raw == r).all(dim=(1, 2, 3)).sum() > 1  # a duplicate image elsewhere
     assert torch.equal(task.split("test").raw, full.split("test").raw)
     assert torch.equal(task.split("test").targets, full.split("test").targets)
+
+
+def test_dry_run_lists_every_valid_run_and_writes_nothing(tmp_path, capsys):
+    path = tmp_path / "design.json"
+    path.write_text(json.dumps(design_json()))
+    out = tmp_path / "exp"
+    assert main(["experiment", str(path), "--out", str(out), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 21 and lines[-1].startswith("20 runs in 5 cells, all valid")
+    assert lines[0] == "algorithm-pact_bits-2_seed0_fold0  (algorithm=pact,bits=2, seed 0, fold 0)"
+    assert not out.exists()

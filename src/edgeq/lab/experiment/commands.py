@@ -19,6 +19,8 @@ def add_experiment_commands(sub) -> None:
                      help="continue DIR: skip finished runs, redo the unfinished ones")
     exp.add_argument("--tensorboard", action="store_true",
                      help="TensorBoard event files per run (runs/<run>/tensorboard)")
+    exp.add_argument("--dry-run", action="store_true",
+                     help="validate every run and list them; run nothing, write nothing")
     exp.add_argument("--quiet", action="store_true", help="no per-run lines")
     exp.set_defaults(func=cmd_experiment)
 
@@ -35,6 +37,14 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     design = Design.load(args.design)
     out = args.out or design.output_dir
+    if args.dry_run:
+        runs = design.runs()  # validates every resolved config
+        for run in runs:
+            print(f"{run.run_id}  ({run.cell}, seed {run.seed}"
+                  + ("" if run.fold is None else f", fold {run.fold}") + ")")
+        print(f"{len(runs)} runs in {len(design.cells())} cells, all valid; would write "
+              f"{out}/")
+        return 0
     log = None if args.quiet else (lambda line: print(line, flush=True))
     run_experiment(design, out, workers=args.workers, resume=args.resume, log=log,
                    tensorboard=args.tensorboard)
