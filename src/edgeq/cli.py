@@ -1,4 +1,5 @@
-"""The ``edgeq`` command: ``run``, ``inspect``, ``bench``, ``demo``, ``quantize``, ``f2t-report``.
+"""The ``edgeq`` command: ``run``, ``inspect``, ``bench``, ``demo``, ``quantize``, ``f2t-report``,
+``experiment``, ``experiment-report`` and more (``edgeq --help``).
 
 Every :class:`~edgeq.errors.EdgeqError` becomes ``error: <message>`` on stderr and exit
 status 1; usage errors exit with 2 (argparse). This module imports no torch and no
@@ -120,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     from edgeq.cli_ptq import add_ptq_commands  # argparse only: imports no engine code
 
     add_ptq_commands(sub)
+
+    from edgeq.lab.experiment.commands import add_experiment_commands  # argparse only
+
+    add_experiment_commands(sub)
 
     marks = sub.add_parser("landmarks", help="68 facial landmarks of a face image (3DDFA app)")
     marks.add_argument("model", metavar="MODEL.onnx", help="a 62-parameter 3DDFA network; "
@@ -397,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _subject(args: argparse.Namespace) -> str:
     """The file or directory a command works on, for the last-resort error line."""
-    for key in ("model", "config", "run_dir", "out"):
+    for key in ("model", "config", "design", "run_dir", "out"):
         if getattr(args, key, None):
             return str(getattr(args, key))
     return ""

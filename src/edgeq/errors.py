@@ -76,3 +76,7 @@ class BackendError(EdgeqError):
 
 class DatasetFileError(EdgeqError):
     """A dataset or image file (.mat, .pkl, .pts, list, image) that is missing or malformed."""
+
+
+class CheckpointError(EdgeqError):
+    """A training checkpoint that cannot be resumed from (corrupt, or of another run)."""

@@ -18,10 +18,19 @@ TINY_LANDMARKS = {
 
 
 @pytest.fixture(scope="module")
-def tasks():
-    """Both tasks, data loaded, built through the same config path."""
+def tasks(tmp_path_factory):
+    """Every task, data loaded, built through the same config path."""
+    from tests.data.image_fixtures import write_image_folder
+
+    folder = tmp_path_factory.mktemp("images")
+    write_image_folder(folder, {"a": 6, "b": 6}, channels=1)
+    classification = {"task": {"name": "classification", "dataset": {
+        "import": "imagefolder", "kwargs": {"root": str(folder), "channels": 1}}},
+        "model": {"import": "tests.lab.experiment.tiny:tiny_image_cnn",
+                  "kwargs": {"in_channels": 1, "side": 8, "classes": 2}}}
     out = {}
-    for name, data in (("digits", {}), ("landmarks_3ddfa", TINY_LANDMARKS)):
+    for name, data in (("digits", {}), ("landmarks_3ddfa", TINY_LANDMARKS),
+                       ("classification", classification)):
         task = make_task(PipelineConfig.from_json(data))
         task.load(progress=False)
         out[name] = task

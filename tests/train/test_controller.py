@@ -137,3 +137,16 @@ def test_separate_controllers_for_module_groups():
 def test_schedule_type_checked():
     with pytest.raises(ConfigError, match="ScheduleSpec"):
         QATController(nn.Linear(1, 1), {"start_epoch": 0})
+
+
+def test_state_dict_restores_epoch_and_step_counters():
+    """Checkpoints: a new controller loading the state continues the same counters; the
+    modules' ε and flags travel in the model's state dict, not here."""
+    net = make_net(QuantSpec("pact", 16, True), QuantSpec("pact", 16))
+    ctrl = QATController(net, ScheduleSpec(start_epoch=0))
+    for epoch in range(2):
+        run_epoch(net, ctrl, epoch, torch.randn(4, 6))
+    state = ctrl.state_dict()
+    again = QATController(net, ScheduleSpec(start_epoch=0))
+    again.load_state_dict(state)
+    assert (again.epoch, again.n_steps) == (1, 2)

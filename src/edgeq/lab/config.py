@@ -57,15 +57,33 @@ def _num(path: str, value: Any, lo: float, hi: float, integer: bool = False):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A registered model; ``None`` fields take the model's (or the task's) default."""
+    """A registered model; ``None`` fields take the model's (or the task's) default.
+
+    Or user code: ``{"import": "package.module:factory", "kwargs": {...}}`` calls the
+    factory with ``kwargs`` (a registered model name given as ``import`` is looked up in
+    the registry first); such a model fits any task.
+    """
 
     name: str | None = None
     width: float | None = None
     input_size: int | None = None
+    import_: str | None = None  # JSON key "import"
+    kwargs: dict | None = None
 
     def __post_init__(self) -> None:
-        from edgeq.models.registry import model_spec
+        from edgeq.models.registry import model_spec, resolve_import
 
+        if self.import_ is not None:
+            others = [k for k in ("name", "width", "input_size") if getattr(self, k) is not None]
+            if others:
+                raise ConfigError(f"model.{others[0]}: give either model.import or "
+                                  "name/width/input_size")
+            if self.kwargs is not None and not isinstance(self.kwargs, dict):
+                raise ConfigError(f"model.kwargs must be an object, got {self.kwargs!r}")
+            resolve_import(self.import_, "model.import")
+            return
+        if self.kwargs is not None:
+            raise ConfigError("model.kwargs needs model.import")
         if self.name is not None:
             if not isinstance(self.name, str):
                 raise ConfigError(f"model.name must be a string, got {self.name!r}")
@@ -77,8 +95,30 @@ class ModelConfig:
 
         return model_spec(self.name).check(self.width, self.input_size)
 
+    def build(self):
+        """A user model (``import``): the factory called with ``kwargs``."""
+        from edgeq.models.registry import resolve_import
+
+        factory = resolve_import(self.import_, "model.import")
+        try:
+            return factory(**(self.kwargs or {}))
+        except TypeError as exc:
+            raise ConfigError(f"model.kwargs: {self.import_} does not take them ({exc})") \
+                from None
+
     def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        out = {k: v for k, v in asdict(self).items() if v is not None and k != "import_"}
+        return {"import": self.import_, **out} if self.import_ is not None else out
+
+    @classmethod
+    def from_json(cls, data: Any) -> ModelConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"model must be an object, got {type(data).__name__}")
+        known = ["import", "input_size", "kwargs", "name", "width"]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown key model.{unknown[0]}; known keys: {known}")
+        return cls(**{("import_" if k == "import" else k): v for k, v in data.items()})
 
 
 @dataclass(frozen=True)
@@ -193,11 +233,16 @@ class PipelineConfig:
         from edgeq.lab.tasks import task_class
 
         task = task_class(self.task.name)
+        if self.input is None:
+            object.__setattr__(self, "input", InputConfig(**task.default_input))
+        if self.model.import_ is not None:
+            return  # user code: any task
+        if self.model.name is None and task.default_model is None:
+            raise ConfigError(f"model: task {self.task.name!r} has no built-in model; name "
+                              "one with model.import (\"package.module:factory\")")
         if self.model.name is None:
             object.__setattr__(self, "model", ModelConfig(task.default_model, self.model.width,
                                                           self.model.input_size))
-        if self.input is None:
-            object.__setattr__(self, "input", InputConfig(**task.default_input))
         if self.model.name not in task.models:
             raise ConfigError(f"model.name: {self.model.name!r} cannot do task "
                               f"{self.task.name!r}; use one of {list(task.models)}")
@@ -244,11 +289,13 @@ class PipelineConfig:
             except ConfigError as exc:
                 raise ConfigError(str(exc).replace("task.", "dataset.")) from None
         data = _keys("config", data, cls)
-        parts = {"model": ModelConfig, "input": InputConfig, "training": TrainingConfig}
+        parts = {"input": InputConfig, "training": TrainingConfig}
         kwargs = {}
         for key, value in data.items():
             if key == "task":
                 kwargs[key] = TaskConfig.from_json(value)
+            elif key == "model":
+                kwargs[key] = ModelConfig.from_json(value)
             elif key == "input":  # omitted input keys: the task's, then InputConfig's
                 defaults = _task_input_defaults(data.get("task"))
                 kwargs[key] = InputConfig(**{**defaults, **_keys(key, value, InputConfig)})

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from edgeq.errors import ConfigError
 from edgeq.lab.config import PipelineConfig
 from edgeq.lab.tasks import Task, make_task
-from edgeq.lab.training import predict, train
+from edgeq.lab.training import Session, TrainHooks, predict, train
 
 FQ_STATE = "fq_state.pt"
 FLOAT32_SIGNIFICAND = 24  # integers of 24 significant bits are exact in float32
@@ -121,13 +121,27 @@ class _Clock:
 
 
 def run_seed(config: PipelineConfig, seed: int, out: Path, progress: bool = True,
-             task: Task | None = None) -> SeedResult:
-    """One complete pipeline run; files go to ``out``."""
+             task: Task | None = None, *, checkpoint: bool = False, resume: bool = False,
+             tensorboard: bool = False, ddp=None) -> SeedResult | None:
+    """One complete pipeline run; files go to ``out``.
+
+    Optional training features (all off by default, see :class:`~edgeq.lab.training.Session`):
+    ``checkpoint`` writes ``out/checkpoint.pt`` after every FP and QAT epoch;
+    ``resume=True`` continues from that checkpoint when it exists (else starts afresh) and
+    ends with the same weights and metrics, bit for bit, as a run never interrupted (a
+    corrupt or foreign checkpoint raises :class:`~edgeq.errors.CheckpointError` naming
+    it); ``tensorboard`` writes event files to ``out/tensorboard``; ``ddp`` (an
+    :class:`~edgeq.lab.ddp.DDPContext`) trains data-parallel: every rank trains, rank 0
+    alone evaluates and writes files, the other ranks return None.
+    """
     from edgeq.engine.onnx.exporter import export_onnx
     from edgeq.train.f2f import f2f
     from edgeq.train.f2t import f2t, fidelity_report
 
     start = time.perf_counter()
+    # first: a checkpoint that cannot be resumed is reported before any work
+    session = Session(out, Session.fingerprint(config.to_json(), seed), checkpoint=checkpoint,
+                      resume=resume, tensorboard=tensorboard, ddp=ddp)
     task = task or make_task(config)
     clock = _Clock(seed, progress)
     clock.stage("data")
@@ -136,9 +150,15 @@ def run_seed(config: PipelineConfig, seed: int, out: Path, progress: bool = True
     torch.manual_seed(seed)
     x_test = task.inputs("test")
     example = x_test[:1]
-    loader = task.batches("train", config.task.batch_size, seed)
+    loader = (task.batches("train", config.task.batch_size, seed) if ddp is None
+              else ddp.batches(task, "train", config.task.batch_size, seed))
     tc = config.training
     metrics, outputs = {}, {}
+    main = ddp is None or ddp.is_main
+    validate = None
+    if session.board is not None:  # validation metrics per epoch, for TensorBoard only
+        x_val = task.inputs("val")
+        validate = lambda m: task.evaluate(predict(m, x_val), "val")  # noqa: E731
 
     def record(stage: str, out_float) -> None:
         outputs[stage] = np.asarray(out_float, dtype=np.float64)
@@ -147,16 +167,27 @@ def run_seed(config: PipelineConfig, seed: int, out: Path, progress: bool = True
 
     clock.stage("FP training")
     model = task.build_model()
-    train(model, loader, tc.fp_epochs, tc.lr, f"seed {seed} FP", progress=progress,
-          loss_fn=task.loss, schedule=tc.schedule)
-    record("fp", predict(model, x_test))
-    _export_float(model, example, out / "model_fp.onnx", task.output_name)
+    if session.fp_done:  # resumed in QAT: the FP phase finished with these weights
+        model.load_state_dict(session.fp_weights())
+    else:
+        train(model, loader, tc.fp_epochs, tc.lr, f"seed {seed} FP", progress=progress,
+              loss_fn=task.loss, schedule=tc.schedule, hooks=session.hooks("fp", None, validate))
+    if main:
+        record("fp", predict(model, x_test))
+        _export_float(model, example, out / "model_fp.onnx", task.output_name)
     clock.done("fp")
 
     clock.stage("QAT")
     fq, _report = f2f(model, config.build_policy(), example, input_spec=input_spec(config))
+    qat_hooks = session.hooks("qat", {"fp_model": model.state_dict()}, validate)
     calibrate_and_train_qat(fq, loader, task.inputs("train", CALIBRATION_SAMPLES), config,
-                            seed, progress, loss_fn=task.loss)
+                            seed, progress, loss_fn=task.loss, hooks=qat_hooks)
+    if ddp is not None:
+        ddp.finished(fq)
+        if not main:
+            session.close()
+            clock.close()
+            return None
     record("fq", predict(fq, x_test))
     _export_float(fq, example, out / "model_fq.onnx", task.output_name)
     clock.done("qat")
@@ -198,6 +229,9 @@ def run_seed(config: PipelineConfig, seed: int, out: Path, progress: bool = True
     act_total, act_peak = activation_bytes(graph)
     clock.done("report")
     clock.close()
+    if session.board is not None:
+        session.board.final(metrics)
+    session.close()
     return SeedResult(
         seed=seed, metrics=metrics, bit_exact=bit_exact, dory_bit_exact=dory_exact,
         fp_weight_bytes=fp_weight_bytes(model), int_weight_bytes=int_weight_bytes(graph),
@@ -286,8 +320,10 @@ def _dory_variant(fq, x, path: Path) -> tuple[torch.Tensor, bool]:
 
 
 def calibrate_and_train_qat(fq, loader, x_calib, config: PipelineConfig, seed: int,
-                            progress: bool = True, loss_fn=None) -> None:
-    """Observe ``x_calib`` in float to initialise every ε, then QAT."""
+                            progress: bool = True, loss_fn=None,
+                            hooks: TrainHooks | None = None) -> None:
+    """Observe ``x_calib`` in float to initialise every ε, then QAT (``hooks``: see
+    :class:`~edgeq.lab.training.TrainHooks`; a resumed QAT phase loads every ε after)."""
     from edgeq.train.controller import QATController, observing
     from edgeq.train.spec import ScheduleSpec
 
@@ -296,7 +332,7 @@ def calibrate_and_train_qat(fq, loader, x_calib, config: PipelineConfig, seed: i
     schedule = ScheduleSpec(start_epoch=0, freeze_epoch=config.training.freeze_epoch)
     train(fq, loader, config.training.qat_epochs, config.training.qat_lr,
           f"seed {seed} QAT", controller=QATController(fq, schedule), progress=progress,
-          loss_fn=loss_fn, schedule=config.training.schedule)
+          loss_fn=loss_fn, schedule=config.training.schedule, hooks=hooks)
 
 
 def rebuild_fq(config: PipelineConfig, state_path: Path, task: Task | None = None):

@@ -88,3 +88,29 @@ def model_spec(name: str) -> ModelSpec:
     if name not in MODELS:
         raise ConfigError(f"model.name must be one of {sorted(MODELS)}, got {name!r}")
     return MODELS[name]
+
+
+def resolve_import(path: str, key: str) -> Callable:
+    """The factory an ``{"import": path}`` entry names: a registered name first (its
+    factory), else ``"package.module:attribute"`` imported. ConfigError naming ``key``."""
+    import importlib
+
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"{key} must be a non-empty string, got {path!r}")
+    if path in MODELS:
+        return MODELS[path].factory
+    module, sep, attr = path.partition(":")
+    if not sep or not module or not attr:
+        raise ConfigError(f"{key}: {path!r} is neither a registered name ({sorted(MODELS)}) "
+                          "nor 'package.module:factory'")
+    try:
+        found = importlib.import_module(module)
+        for part in attr.split("."):
+            found = getattr(found, part)
+    except Exception as exc:  # ImportError, AttributeError, or the module's own error
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ConfigError(f"{key}: cannot import {path!r} ({type(exc).__name__}: {text})") \
+            from None
+    if not callable(found):
+        raise ConfigError(f"{key}: {path!r} is not callable")
+    return found

@@ -89,6 +89,14 @@ class QATController:
         for m in self.modules:
             m.step()
 
+    def state_dict(self) -> dict:
+        """The controller's own counters; the modules' ε, flags and statistics are saved
+        with the model's state dict."""
+        return {"epoch": self.epoch, "n_steps": self.n_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.n_steps = state["epoch"], int(state["n_steps"])
+
 
 @contextmanager
 def observing(

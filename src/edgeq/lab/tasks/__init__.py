@@ -15,6 +15,7 @@ from edgeq.lab.tasks.base import Metric, Split, Task
 _REGISTRY = {
     "digits": ("edgeq.lab.tasks.digits", "DigitsTask"),
     "landmarks_3ddfa": ("edgeq.lab.tasks.landmarks", "LandmarksTask"),
+    "classification": ("edgeq.lab.tasks.classification", "ClassificationTask"),
 }
 TASKS = tuple(_REGISTRY)
 DEMO_TASKS = {"digits": "digits", "landmarks": "landmarks_3ddfa"}  # edgeq demo --task

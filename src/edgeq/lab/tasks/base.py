@@ -78,6 +78,21 @@ class Task:
         self.load(progress=False)
         return self.splits[name]
 
+    def use_fold(self, fold: int, folds: int, seed: int) -> None:
+        """Cross-validation: train on the training split minus fold ``fold`` of ``folds``
+        and validate on that fold (it replaces ``val``); ``test`` stays untouched."""
+        if not 0 <= fold < folds:
+            raise ConfigError(f"fold {fold} out of range for {folds} folds")
+        self.load(progress=False)
+        train = self.splits["train"]
+        parts = fold_indices(len(train), folds, seed)
+        held = parts[fold]
+        keep = np.sort(np.concatenate([p for k, p in enumerate(parts) if k != fold]))
+        held_t, keep_t = torch.from_numpy(held), torch.from_numpy(keep)
+        self.splits = {**self.splits,
+                       "train": Split(train.raw[keep_t], train.targets[keep_t]),
+                       "val": Split(train.raw[held_t], train.targets[held_t])}
+
     def to_input(self, raw: torch.Tensor) -> torch.Tensor:
         """The input rule: raw split data -> the network's float input (default: as is)."""
         return raw.float()
@@ -98,6 +113,8 @@ class Task:
         from edgeq.models.registry import model_spec
 
         m = self.config.model
+        if m.import_ is not None:  # user code by import path
+            return m.build()
         return model_spec(m.name).build(m.width, m.input_size)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -127,6 +144,16 @@ class Task:
     @classmethod
     def demo_config(cls, output_dir: str) -> PipelineConfig:
         raise NotImplementedError
+
+
+def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
+    """QuantLab's K-fold rule: a permutation of ``range(n)`` drawn from ``seed``, fold k
+    = every K-th index from position k (sizes differ by at most one), each sorted."""
+    if folds < 2 or folds > n:
+        raise ConfigError(f"cv.folds must be in [2, {n}] for {n} training samples, "
+                          f"got {folds}")
+    perm = np.random.default_rng(seed).permutation(n)
+    return [np.sort(perm[k::folds]) for k in range(folds)]
 
 
 class Batches:
