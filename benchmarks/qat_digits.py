@@ -15,6 +15,7 @@ oversubscription on a busy machine made multi-threaded timings erratic.
 
     python benchmarks/qat_digits.py            # full run
     python benchmarks/qat_digits.py --quick    # smoke run (1 seed, few epochs)
+    python benchmarks/qat_digits.py --steps-only --out /tmp/steps.json  # step times only
 """
 
 from __future__ import annotations
@@ -191,16 +192,19 @@ def torch_ao_qat(model: nn.Module, example: torch.Tensor) -> nn.Module:
 # step timing
 # --------------------------------------------------------------------------------------
 class StepTimer:
-    """Times training steps (forward, backward, Adam step, controller step) of one model."""
+    """Times training steps (forward, backward, Adam step, controller step) of one model:
+    wall time, and CPU time of this process (single-threaded, load on a shared machine
+    barely changes it)."""
 
     def __init__(self, model: nn.Module, controller: QATController | None = None):
         self.model, self.controller = model.train(), controller
         self.optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
         self.samples: list[float] = []
+        self.cpu_samples: list[float] = []
 
     def run(self, x: torch.Tensor, y: torch.Tensor, steps: int, record: bool = True) -> None:
         for _ in range(steps):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             self.optimiser.zero_grad(set_to_none=True)
             F.cross_entropy(self.model(x), y).backward()
             self.optimiser.step()
@@ -208,11 +212,13 @@ class StepTimer:
                 self.controller.step()
             if record:
                 self.samples.append(time.perf_counter() - start)
+                self.cpu_samples.append(time.process_time() - cpu)
 
 
-def step_timings(cfg: Config, splits: DigitsSplits, fp_model: nn.Module) -> dict:
-    """Median step time of every method. The methods take turns in short rounds, so a
-    load change on the machine affects them all alike instead of biasing one."""
+def step_timings(cfg: Config, splits: DigitsSplits, fp_model: nn.Module) -> tuple[dict, dict]:
+    """Median step time of every method: (wall seconds, CPU seconds). The methods take
+    turns in short rounds, so a load change on the machine affects them all alike instead
+    of biasing one."""
     x, y = splits.x_train[: cfg.batch_size], splits.y_train[: cfg.batch_size]
     timers = {"fp": StepTimer(copy.deepcopy(fp_model)),
               "torch_ao_qat_8": StepTimer(torch_ao_qat(fp_model, x))}
@@ -227,7 +233,8 @@ def step_timings(cfg: Config, splits: DigitsSplits, fp_model: nn.Module) -> dict
     for _ in range(max(cfg.timing_steps // 5, 1)):
         for timer in timers.values():
             timer.run(x, y, 5)
-    return {name: statistics.median(t.samples) for name, t in timers.items()}
+    return ({name: statistics.median(t.samples) for name, t in timers.items()},
+            {name: statistics.median(t.cpu_samples) for name, t in timers.items()})
 
 
 def supported_policy(algorithm: str, cfg: Config) -> tuple[int, Policy]:
@@ -307,8 +314,27 @@ def run(cfg: Config) -> dict:
     results.append({"method": "torch.ao QAT (peer)", "bits": 8,
                     **summarise(*(list(column) for column in zip(*peer, strict=True)))})
     progress("timing single training steps")
+    wall, cpu = step_timings(cfg, splits, fp_models[cfg.seeds[0]])
     return {"config": dataclasses.asdict(cfg), "environment": environment(),
-            "results": results, "step_seconds": step_timings(cfg, splits, fp_models[cfg.seeds[0]])}
+            "results": results, "step_seconds": wall, "step_cpu_seconds": cpu}
+
+
+def run_steps_only(cfg: Config) -> dict:
+    """Only the training-step timings (FP model of the first seed), ``--repeat`` times."""
+    splits = load_digits_splits(seed=0)
+    fp_model, _, _ = train_fp(cfg, splits, cfg.seeds[0])
+    wall, cpu = step_timings(cfg, splits, fp_model)
+    return {"config": dataclasses.asdict(cfg), "environment": environment(),
+            "step_seconds": wall, "step_cpu_seconds": cpu}
+
+
+def format_steps(wall: dict, cpu: dict) -> str:
+    fp_w, fp_c = wall["fp"], cpu["fp"]
+    lines = [f"{'method':18s} {'wall ms':>8s} {'x FP':>6s} {'CPU ms':>8s} {'x FP':>6s}"]
+    for key in wall:
+        lines.append(f"{key:18s} {1e3 * wall[key]:8.2f} {wall[key] / fp_w:6.2f} "
+                     f"{1e3 * cpu[key]:8.2f} {cpu[key] / fp_c:6.2f}")
+    return "\n".join(lines)
 
 
 def qat_row(cfg, splits, fp_models, algorithm, bits) -> dict:
@@ -334,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, few epochs")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5)")
+    parser.add_argument("--steps-only", action="store_true",
+                        help="only time training steps (wall and CPU, ratios to FP)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results path")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: the model is tiny, and one thread "
@@ -357,8 +385,17 @@ def _run_and_report(args: argparse.Namespace) -> int:
             print("error: --seeds must be >= 1", file=sys.stderr)
             return 2
         cfg = dataclasses.replace(cfg, seeds=tuple(range(args.seeds)))
+    if args.steps_only:
+        data = run_steps_only(cfg)
+        table = format_steps(data["step_seconds"], data["step_cpu_seconds"])
+        data["table"] = table
+        write_json(args.out, data)
+        print(table)
+        return 0
     data = run(cfg)
     table = format_table(data["results"], data["step_seconds"], len(cfg.seeds))
+    table += "\n\nCPU time per step:\n" + format_steps(data["step_seconds"],
+                                                       data["step_cpu_seconds"])
     data["table"] = table
     write_json(args.out, data)
     print(table)

@@ -94,6 +94,9 @@ def test_float16_conversion_arithmetic_fails_loudly():
     """MobileNet's classifier scale ε_x·ε_w ≈ 1e-8 is below float16's range."""
     gm, example, _ = family("mobilenet")
     with pytest.raises(EdgeqError, match=r"node 'fc'.*float16"):
+        f2t(gm, example, dtype=torch.float16, allow_subnormal=True)
+    # by default F2T already refuses the first subnormal scale, naming its node
+    with pytest.raises(EdgeqError, match=r"node '\w+'.*subnormal in float16"):
         f2t(gm, example, dtype=torch.float16)
 
 

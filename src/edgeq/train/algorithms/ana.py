@@ -60,6 +60,9 @@ class Noise:
     sample: Callable[[torch.Tensor], torch.Tensor]  # returns z shaped like the argument
     radius32: float
     radius64: float
+    # CDF and density are +, -, ×, clamp only, which give the same bits whether a CPU
+    # kernel runs them vectorised or in its scalar tail (not so for erf, exp, sigmoid)
+    elementary: bool = False
 
     def radius(self, dtype: torch.dtype) -> float:
         return self.radius64 if dtype == torch.float64 else self.radius32
@@ -79,6 +82,7 @@ NOISES: dict[str, Noise] = {
         sample=lambda x: torch.rand_like(x) * 2.0 - 1.0,
         radius32=1.0,
         radius64=1.0,
+        elementary=True,
     ),
     # triangular on [-1, 1] with its peak at 0: f = max(1 - |z|, 0); z = U1 - U2
     "triangular": Noise(
@@ -87,6 +91,7 @@ NOISES: dict[str, Noise] = {
         sample=lambda x: torch.rand_like(x) - torch.rand_like(x),
         radius32=1.0,
         radius64=1.0,
+        elementary=True,
     ),
     # standard normal: F = (1 + erf(z/√2))/2
     "normal": Noise(
@@ -134,17 +139,86 @@ def _reach(sigma: float, noise: Noise, r: IntRange, dtype) -> int:
     return int(math.ceil(noise.radius(dtype) * sigma / r.step)) + 1
 
 
+def _masked(t: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """``t·valid`` (0 outside the range's thresholds); ``valid`` None means all valid, and
+    multiplying by 1 would change nothing."""
+    return t if valid is None else t * valid
+
+
+# Windows narrower than this are laid out window-first and summed term by term (below).
+_SHORT_WINDOW = 8
+
+
+def _window(v: torch.Tensor, r: IntRange, sigma: float, noise: Noise):
+    """(z, valid as 0/1 floats or None when all valid, below, window_first) for v.
+
+    Short windows (J < 8 thresholds, e.g. uniform noise with σ <= 2) are laid out with
+    the window first, [J, *v.shape]: with the J axis last, every elementwise op broadcasts
+    along a 5-element inner dimension and runs as a scalar loop per element, tens of times
+    slower. The values are the same either way (elementwise IEEE operations: only for
+    :attr:`Noise.elementary` noises, else the window-last layout is kept);
+    :func:`_window_sum` adds the J terms in the order ``sum(-1)`` uses.
+    """
+    reach = _reach(sigma, noise, r, v.dtype)
+    n_thr = r.n_levels - 1
+    dense = 2 * reach + 1 >= n_thr
+    if (n_thr if dense else 2 * reach + 1) >= _SHORT_WINDOW or not noise.elementary:
+        idx, valid, below = threshold_window(v, r, reach)
+        valid = None if bool(valid.all()) else valid.to(v.dtype)
+        return _z(v, idx, r, sigma), valid, below, False
+    lead = (-1,) + (1,) * v.dim()
+    if dense:
+        idx = torch.arange(n_thr, device=v.device, dtype=v.dtype).view(lead)
+        valid, below = None, torch.zeros_like(v)
+    else:
+        offsets = torch.arange(-reach, reach + 1, device=v.device, dtype=v.dtype).view(lead)
+        centre = torch.floor((v - r.lo) / r.step - 0.5)  # as threshold_window computes it
+        idx = centre + offsets
+        ok = (idx >= 0) & (idx <= n_thr - 1)
+        valid = None if bool(ok.all()) else ok.to(v.dtype)
+        below = (centre - reach).clamp(0, n_thr)
+    z = (v - (r.lo + r.step * (idx + 0.5))) / sigma
+    return z, valid, below, True
+
+
+def _window_sum(t: torch.Tensor, window_first: bool) -> torch.Tensor:
+    """Σ over the window. Window-last: ``t.sum(-1)``. Window-first: the same sum, term by
+    term in the order CPU ``sum(-1)`` adds fewer than 8 contiguous elements — four partial
+    sums seeded with 0 (p_k = 0 + t_k), further terms into p_0, then
+    ((p_0 + p_1) + p_2) + p_3 — so the result is bit-identical (tested against it)."""
+    if not window_first:
+        return t.sum(-1)
+    terms = t.unbind(0)
+    zero = torch.zeros_like(terms[0])
+    if len(terms) >= 4:
+        p = [zero + terms[k] for k in range(4)]
+        rest = terms[4:]
+    else:
+        p, rest = [zero] * 4, terms
+    for term in rest:
+        p[0] = p[0] + term
+    return ((p[0] + p[1]) + p[2]) + p[3]
+
+
 def ana_expectation(v: torch.Tensor, r: IntRange, sigma: float, noise: Noise) -> torch.Tensor:
     """E[q] = q_0 + s·Σ_i F((v - t_i)/σ), v = u + μ (units of ε)."""
-    idx, valid, below = threshold_window(v, r, _reach(sigma, noise, r, v.dtype))
-    crossed = (noise.cdf(_z(v, idx, r, sigma)) * valid).sum(-1)
+    return _expectation(*_window(v, r, sigma, noise), r, noise)
+
+
+def _expectation(z, valid, below, first: bool, r: IntRange, noise: Noise) -> torch.Tensor:
+    crossed = _window_sum(_masked(noise.cdf(z), valid), first)
     return r.lo + r.step * (below + crossed)
 
 
 def ana_derivative(v: torch.Tensor, r: IntRange, sigma: float, noise: Noise) -> torch.Tensor:
     """dE[q]/dv = s·Σ_i f((v - t_i)/σ)/σ."""
-    idx, valid, _ = threshold_window(v, r, _reach(sigma, noise, r, v.dtype))
-    return r.step * (noise.pdf(_z(v, idx, r, sigma)) * valid).sum(-1) / sigma
+    z, valid, _, first = _window(v, r, sigma, noise)
+    return _derivative(z, valid, first, r, sigma, noise)
+
+
+def _derivative(z, valid, first: bool, r: IntRange, sigma: float, noise: Noise
+                ) -> torch.Tensor:
+    return r.step * _window_sum(_masked(noise.pdf(z), valid), first) / sigma
 
 
 def ana_mode(v: torch.Tensor, r: IntRange, sigma: float, noise: Noise) -> torch.Tensor:
@@ -181,22 +255,29 @@ class AnaQuantFn(Function):
         if sigma <= 0.0:
             ctx.save_for_backward(in_range_mask(x, eps, r, channel_dim))
             return e * hard_units(v, r)
-        ctx.save_for_backward(v)
         if strategy == "expectation":
-            q = ana_expectation(v, r, sigma, noise)
+            # the backward needs the same window: keep z and the mask, not recompute them
+            z, valid, below, ctx.window_first = _window(v, r, sigma, noise)
+            ctx.save_for_backward(z, valid)
+            q = _expectation(z, valid, below, ctx.window_first, r, noise)
         elif strategy == "mode":
+            ctx.save_for_backward(v)
             q = ana_mode(v, r, sigma, noise)
         else:
+            ctx.save_for_backward(v)
             q = hard_units(v + sigma * noise.sample(v), r)
         return e * q
 
     @staticmethod
     def backward(ctx, g):
-        (saved,) = ctx.saved_tensors
+        saved = ctx.saved_tensors
         if ctx.sigma <= 0.0:
-            grad = g * saved
+            grad = g * saved[0]
+        elif len(saved) == 2:  # expectation: the window of the forward
+            grad = g * _derivative(saved[0], saved[1], ctx.window_first, ctx.r, ctx.sigma,
+                                   ctx.noise)
         else:
-            grad = g * ana_derivative(saved, ctx.r, ctx.sigma, ctx.noise)
+            grad = g * ana_derivative(saved[0], ctx.r, ctx.sigma, ctx.noise)
         return grad, None, None, None, None, None, None, None
 
 

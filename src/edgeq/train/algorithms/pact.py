@@ -16,6 +16,7 @@ gradient is summed over everything (per tensor) or over all but ``channel_dim``.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.autograd import Function
@@ -46,12 +47,10 @@ class PactQuantFn(Function):
 
     @staticmethod
     def forward(ctx, x, bound, r: IntRange, channel_dim: int, clip_gradient: bool):
-        eps = eps_from_bound(bound, r)
-        lo, hi = clip_bounds(expand_eps(eps, x, channel_dim), r)
-        below, above = indicator(torch.lt, x, lo), indicator(torch.ge, x, hi)
+        y, below, above = _pact_forward(x, bound, r, channel_dim)
         ctx.save_for_backward(below, above, bound)
         ctx.r, ctx.channel_dim, ctx.clip_gradient = r, channel_dim, clip_gradient
-        return fake_quantise(x, eps, r, channel_dim)
+        return y
 
     @staticmethod
     def backward(ctx, g):
@@ -62,6 +61,56 @@ class PactQuantFn(Function):
             local = _bound_derivative(below, above, ctx.r)
             grad_b = reduce_to_channels(g * local, bound, ctx.channel_dim)
         return grad_x, grad_b, None, None, None
+
+
+class PactRawBoundFn(Function):
+    """:class:`PactQuantFn` of the positive bound max(|b|, MIN_BOUND) of a raw parameter b.
+
+    One autograd node instead of three (abs, clamp_min, PACT) on every quantiser call; the
+    bound gradient is chained exactly as autograd chains those two ops: clamp_min passes
+    it where |b| >= MIN_BOUND (else 0), abs multiplies it by sgn(b).
+    """
+
+    @staticmethod
+    def forward(ctx, x, raw, r: IntRange, channel_dim: int, clip_gradient: bool):
+        magnitude = raw.abs()
+        bound = magnitude.clamp_min(MIN_BOUND)
+        y, below, above = _pact_forward(x, bound, r, channel_dim)
+        ctx.save_for_backward(below, above, bound, raw, magnitude)
+        ctx.r, ctx.channel_dim, ctx.clip_gradient = r, channel_dim, clip_gradient
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        below, above, bound, raw, magnitude = ctx.saved_tensors
+        grad_x = g * _inside(below, above) if ctx.clip_gradient else g
+        grad_raw = None
+        if ctx.needs_input_grad[1]:
+            local = _bound_derivative(below, above, ctx.r)
+            grad_b = reduce_to_channels(g * local, bound, ctx.channel_dim)
+            passed = torch.where(magnitude >= MIN_BOUND, grad_b,
+                                 torch.zeros((), dtype=grad_b.dtype))
+            grad_raw = passed * raw.sgn()
+        return grad_x, grad_raw, None, None, None
+
+
+def _pact_forward(x, bound, r: IntRange, channel_dim: int):
+    """(ε·x̂, 1[x < lo·ε], 1[x >= hi·ε]) for the positive ``bound``."""
+    eps = eps_from_bound(bound, r)
+    lo, hi = _clip_values(eps, x, r, channel_dim)
+    below, above = indicator(torch.lt, x, lo), indicator(torch.ge, x, hi)
+    return fake_quantise(x, eps, r, channel_dim), below, above
+
+
+def _clip_values(eps: torch.Tensor, x: torch.Tensor, r: IntRange, channel_dim: int):
+    """The clip interval [lo·ε, hi·ε] as :func:`clip_bounds` computes it. For one float32
+    ε (activations) as Python numbers: the float32 products lo·ε, hi·ε (numpy float32
+    rounds them as torch does) compare with x exactly as the 0-dim tensors did, without
+    two tensor ops per call."""
+    if eps.dim() == 0 and eps.dtype == torch.float32 and x.dtype == torch.float32:
+        e = np.float32(eps.item())
+        return float(np.float32(r.lo) * e), float(np.float32(r.hi) * e)
+    return clip_bounds(expand_eps(eps, x, channel_dim), r)
 
 
 def _inside(below: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
@@ -113,4 +162,4 @@ class PactQuantiser(Quantiser):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         clip = self.spec.params.clip_gradient
-        return pact_quantise(x, self.positive_bound, self.int_range, self.channel_dim, clip)
+        return PactRawBoundFn.apply(x, self.bound, self.int_range, self.channel_dim, clip)

@@ -63,7 +63,6 @@ from edgeq.train.f2t.fold import (
     integer_bias,
     linear_bound,
     requant_params,
-    to_dtype,
 )
 from edgeq.train.f2t.tq import (
     Flatten,
@@ -113,6 +112,7 @@ def f2t(
     mul_bits: int = 32,
     *,
     significant_bits: int | None = None,
+    allow_subnormal: bool = False,
 ) -> TQNetwork:
     """Fake-to-true conversion of a trained FQ network (F2F output, QAT started).
 
@@ -120,14 +120,16 @@ def f2t(
     the conversion arithmetic (DESIGN §3.9); ``acc_bits``/``mul_bits`` bound the
     requantisation integers; ``significant_bits=24`` makes every integer constant exact in
     float32, as ONNX files carry them (:class:`~.fold.F2TOptions`). ``example_input``
-    (float) fixes the shapes. Raises :class:`~.epsprop.F2TError` naming the node it cannot convert.
+    (float) fixes the shapes. Raises :class:`~.epsprop.F2TError` naming the node it cannot convert,
+    and :class:`~.formats.FormatError` naming the node and quantity that overflows, underflows
+    or (unless ``allow_subnormal``) becomes subnormal in ``dtype``.
     """
     if not isinstance(fq_model, fx.GraphModule):
         raise F2TError(f"F2T needs the fx.GraphModule that f2f returns, got "
                        f"{type(fq_model).__name__}")
     _check_started(fq_model)
     propagate_shapes(fq_model, example_input)
-    opts = F2TOptions(dtype, acc_bits, mul_bits, significant_bits)
+    opts = F2TOptions(dtype, acc_bits, mul_bits, significant_bits, allow_subnormal)
     with torch.no_grad():
         return _Converter(fq_model, opts).run()
 
@@ -160,7 +162,7 @@ class _Converter:
     """One pass over the fx graph; ``states`` maps fx node names to :class:`State`."""
 
     def __init__(self, gm: fx.GraphModule, opts: F2TOptions) -> None:
-        self.gm, self.opts = gm, opts
+        self.gm, self.opts, self.arith = gm, opts, opts.arith
         self.states: dict[str, State] = {}
         self.ops: list[IntOp] = []
         self.values: dict[str, ValueInfo] = {}
@@ -295,15 +297,15 @@ class _Converter:
 
     def _linear(self, node: fx.Node, m: QuantConv2d | QuantLinear) -> State:
         s = self._linear_input(node)
-        w, dtype = m.int_weight(), self.opts.dtype
-        eps = linear_eps(s.eps, to_dtype(m.weight_eps, dtype))
+        w, dtype, where = m.int_weight(), self.opts.dtype, f"node '{node.name}'"
+        eps_w = self.arith.cast(m.weight_eps, where, "ε_w", nonzero=True)
+        eps = linear_eps(s.eps, eps_w, self.arith, where)
         if not bool(torch.all(torch.isfinite(eps) & (eps > 0))):
             raise node_error(node.name, _what(self.gm, node), f"ε_x·ε_w underflows or "
                              f"overflows in {dtype}; convert in a wider float format")
         b = None if m.bias is None else integer_bias(m.bias, eps, self.opts, f"node '{node.name}'")
         bound = linear_bound(w, s.bound, b)
         check_accumulator(bound, self.opts, f"node '{node.name}'")
-        eps_w = to_dtype(m.weight_eps, dtype)
         op = (self._conv_op(node, m, w, b, eps_w) if isinstance(m, QuantConv2d)
               else IntLinear(node.name, [s.value], node.name, w, b, m.weight_range, eps_w))
         shape = _shape(node)
@@ -334,8 +336,8 @@ class _Converter:
         if bn.num_features != s.channels:
             raise node_error(node.name, what, f"{bn.num_features} features, input has "
                              f"{s.channels} channels")
-        gamma_hat, beta_hat = bn_fold(bn, self.opts.dtype)
-        return with_batchnorm(s, gamma_hat, beta_hat, node.name)
+        gamma_hat, beta_hat = bn_fold(bn, self.arith, f"node '{node.name}'")
+        return with_batchnorm(s, gamma_hat, beta_hat, node.name, self.arith)
 
     def _activation(self, node: fx.Node, m: QuantActivation) -> State:
         what = f"{_what(self.gm, node)} {m.kind}"
@@ -343,14 +345,15 @@ class _Converter:
             raise node_error(node.name, what, "LeakyReLU is not supported by F2T "
                              "(supported activations: relu, relu6, identity)")
         s, r = self._in(node), m.range
-        eps_out = to_dtype(m.eps, self.opts.dtype)
+        eps_out = self.arith.cast(m.eps, f"node '{node.name}'", "ε_out", nonzero=True)
         lo, hi = activation_bounds(m.kind, r.lo, r.hi, eps_out)
         if lo >= hi:
             raise node_error(node.name, what, f"empty output range [{lo}, {hi}]")
         if s.is_float:
             return self._input_rule(node, s, eps_out, r, lo, hi)
-        p = requant_params(*requant_reals(s, eps_out), s.bound, lo, hi, self.opts,
-                           f"node '{node.name}'")
+        where = f"node '{node.name}'"
+        p = requant_params(*requant_reals(s, eps_out, self.arith, where), s.bound, lo, hi,
+                           self.opts, where)
         ndim = len(s.shape)
         op = RequantShift(node.name, [s.value], node.name, _channel_shaped(p.mul, ndim),
                           _channel_shaped(p.add, ndim), p.shift, lo, hi)
@@ -371,7 +374,8 @@ class _Converter:
 
     def _harmonised(self, node: fx.Node, m: HarmonisedAdd | HarmonisedConcat) -> State:
         what = _what(self.gm, node)
-        eps_out, r = to_dtype(m.eps, self.opts.dtype), m.range
+        eps_out = self.arith.cast(m.eps, f"node '{node.name}'", "ε_out", nonzero=True)
+        r = m.range
         if any(float(e) != float(m.eps) for e in m.input_eps) or any(
                 q.int_range != r for q in m.in_quantisers):
             raise node_error(node.name, what, "its inputs are not on the output ε and range "
@@ -396,8 +400,9 @@ class _Converter:
                 and r.lo <= s.lo and s.hi <= r.hi):
             return s.value
         name = f"{node.name}.in{i}"
-        p = requant_params(*requant_reals(s, eps_out), s.bound, r.lo, r.hi, self.opts,
-                           f"node '{node.name}' input {i}")
+        where = f"node '{node.name}' input {i}"
+        p = requant_params(*requant_reals(s, eps_out, self.arith, where), s.bound, r.lo,
+                           r.hi, self.opts, where)
         ndim = len(s.shape)
         self._emit(RequantShift(name, [s.value], name, _channel_shaped(p.mul, ndim),
                                 _channel_shaped(p.add, ndim), p.shift, r.lo, r.hi),
@@ -420,9 +425,10 @@ class _Converter:
             raise node_error(node.name, what, f"averages BatchNorm '{s.affine_from}' output "
                              "over padding or with a divisor override: not exact")
         shape = _shape(node)
-        out = pooled(s, node.name, shape, taps)
+        out = pooled(s, node.name, shape, taps, self.arith)
         if divisor != taps:
-            out = out.replace(eps=s.eps / divisor)
+            out = out.replace(eps=self.arith.rnd(s.eps / divisor, f"node '{node.name}'",
+                                                 "ε/divisor", factors=(s.eps,)))
         check_accumulator(out.bound, self.opts, f"node '{node.name}'")
         self._emit(IntSumPool(node.name, [s.value], node.name, kernel, stride, padding),
                    shape, out.eps, out.lo, out.hi)

@@ -32,6 +32,7 @@ import torch
 
 from edgeq.errors import ConfigError
 from edgeq.numerics import IntRange
+from edgeq.train.f2t.formats import Arith
 
 
 class F2TError(ConfigError):
@@ -95,27 +96,45 @@ def accumulator(value: str, shape, eps: torch.Tensor, lo: int, hi: int) -> State
 # ---------------------------------------------------------------------------------------
 # the propagation rules
 # ---------------------------------------------------------------------------------------
-def linear_eps(eps_x: torch.Tensor, eps_w: torch.Tensor) -> torch.Tensor:
+# Every rule takes the conversion arithmetic (:class:`~.formats.Arith`, default float64)
+# and rounds each operation's result to its format, naming the node (``where``) in errors.
+_F64 = Arith(torch.float64)
+
+
+def linear_eps(eps_x: torch.Tensor, eps_w: torch.Tensor, arith: Arith = _F64,
+               where: str = "") -> torch.Tensor:
     """ε of ``Σ x̂·ŵ``: ε_x·ε_w (per output channel when ε_w is)."""
-    return eps_x * eps_w
+    return arith.rnd(eps_x * eps_w, where, "ε_x·ε_w", factors=(eps_x, eps_w))
 
 
-def with_batchnorm(s: State, gamma_hat: torch.Tensor, beta_hat: torch.Tensor, bn: str) -> State:
+def with_batchnorm(s: State, gamma_hat: torch.Tensor, beta_hat: torch.Tensor, bn: str,
+                   arith: Arith = _F64) -> State:
     """BN(a·ε·q + c) = γ̂·a·ε·q + (γ̂·c + β̂): compose the pending affine."""
-    a = gamma_hat if s.scale is None else gamma_hat * s.scale
-    c = beta_hat if s.offset is None else gamma_hat * s.offset + beta_hat
+    r = arith.rnd
+    where = f"node '{bn}'"
+    a = gamma_hat if s.scale is None else r(gamma_hat * s.scale, where, "γ̂·a")
+    c = beta_hat if s.offset is None else r(r(gamma_hat * s.offset, where, "γ̂·c") + beta_hat,
+                                            where, "γ̂·c + β̂")
     return s.replace(scale=a, offset=c, affine_from=bn, range=None)
 
 
-def pooled(s: State, value: str, shape, k: int) -> State:
+def pooled(s: State, value: str, shape, k: int, arith: Arith = _F64) -> State:
     """A sum over k taps of a·ε·q + c, divided by k as the average does: ε/k, bounds ×k."""
     lo, hi = min(k * s.lo, 0), max(k * s.hi, 0)  # zero padding may enter the window
-    return s.replace(value=value, shape=tuple(shape), eps=s.eps / k, lo=lo, hi=hi, range=None)
+    eps = arith.rnd(s.eps / k, f"node '{value}'", "ε/k", factors=(s.eps,))
+    return s.replace(value=value, shape=tuple(shape), eps=eps, lo=lo, hi=hi, range=None)
 
 
-def requant_reals(s: State, eps_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def requant_reals(s: State, eps_out: torch.Tensor, arith: Arith = _F64, where: str = ""
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(real_mul, real_add) with y = acc·real_mul + real_add in output units:
     real_mul = a·ε_in/ε_out, real_add = c/ε_out (DESIGN §3.3)."""
-    mul = s.eps / eps_out if s.scale is None else s.scale * s.eps / eps_out
-    add = torch.zeros((), dtype=mul.dtype) if s.offset is None else s.offset / eps_out
+    r = arith.rnd
+    if s.scale is None:
+        mul = r(s.eps / eps_out, where, "m = ε_in/ε_out", factors=(s.eps,))
+    else:
+        scaled = r(s.scale * s.eps, where, "a·ε_in")
+        mul = r(scaled / eps_out, where, "m = a·ε_in/ε_out")
+    add = (torch.zeros((), dtype=mul.dtype) if s.offset is None
+           else r(s.offset / eps_out, where, "a = c/ε_out"))
     return mul, add

@@ -151,13 +151,19 @@ def _batches(data) -> Iterable[tuple[torch.Tensor, torch.Tensor | None]]:
 
 @torch.no_grad()
 def fidelity_report(fq_model: fx.GraphModule, tq: TQNetwork, data,
-                    metric: str = "top1") -> FidelityReport:
-    """Compare ``fq_model`` (eval mode) and ``tq`` on ``data`` (see :func:`_batches`)."""
+                    metric: str = "top1", grid: TQNetwork | None = None) -> FidelityReport:
+    """Compare ``fq_model`` (eval mode) and ``tq`` on ``data`` (see :func:`_batches`).
+
+    The FQ integers are x̃/ε with ε from ``tq``, or from ``grid`` when given: a TQ network
+    of the same FQ network converted in float64, whose ε are the FQ network's exactly —
+    for ``tq`` converted in a narrow format, whose own ε are rounded.
+    """
     if metric not in METRICS:
         raise ConfigError(f"fidelity metric must be one of {list(METRICS)}, got {metric!r}")
     input_node = next(k for k, v in tq.quantiser_values.items() if v == tq.input_name)
-    report = FidelityReport(metric, LayerFidelity("input", tq.input_name, tq.input_quant.eps))
-    report.layers = _layers(tq)
+    ref = tq if grid is None else grid
+    report = FidelityReport(metric, LayerFidelity("input", tq.input_name, ref.input_quant.eps))
+    report.layers = _layers(tq, {row.name: row.eps for row in _layers(ref)})
     modes = {m: m.training for m in fq_model.modules()}
     fq_model.eval()
     try:
@@ -169,15 +175,21 @@ def fidelity_report(fq_model: fx.GraphModule, tq: TQNetwork, data,
     return report
 
 
-def _layers(tq: TQNetwork) -> list[LayerFidelity]:
-    """One row per quantiser, in graph order; a harmonised op's inputs before it."""
+def _layers(tq: TQNetwork, eps: dict[str, float] | None = None) -> list[LayerFidelity]:
+    """One row per quantiser, in graph order; a harmonised op's inputs before it.
+    ``eps`` (row name -> ε) overrides the ε of ``tq``'s values."""
     rows = []
+
+    def row(name: str, value: str) -> LayerFidelity:
+        e = eps[name] if eps is not None else float(tq.values[value].eps)
+        return LayerFidelity(name, value, e)
+
     for node, value in tq.quantiser_values.items():
         if value == tq.input_name:
             continue
         for i, v in enumerate(tq.harmonised_inputs.get(node, ())):
-            rows.append(LayerFidelity(f"{node}.in{i}", v, float(tq.values[v].eps)))
-        rows.append(LayerFidelity(node, value, float(tq.values[value].eps)))
+            rows.append(row(f"{node}.in{i}", v))
+        rows.append(row(node, value))
     return rows
 
 
@@ -204,7 +216,7 @@ def _compare_batch(fq_model, tq: TQNetwork, x, y, input_node: str, report) -> No
             h.remove()
     x_fq = rec.seen[input_node]
     report.input.update(x_fq, tq.quantise_input(x))
-    x_int = torch.round(x_fq.to(torch.float64) / tq.input_quant.eps)
+    x_int = torch.round(x_fq.to(torch.float64) / report.input.eps)  # the FQ grid
     env: dict[str, torch.Tensor] = {}
     tq_out = tq(x_int.to(torch.int64), capture=env)
     for layer in report.layers:

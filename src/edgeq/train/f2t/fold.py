@@ -1,8 +1,9 @@
 """Folding floats into integers: BatchNorm, biases, static bounds, requantisation.
 
 Every float computed here is in the conversion ``dtype`` (float64 by default, DESIGN
-§3.9); only the final scaling by 2^d and the rounding to integers happen in float64 /
-exact integers (:func:`edgeq.numerics.make_requant`).
+§3.9; fp8 formats emulated, :mod:`.formats`); only the final scaling by 2^d and the
+rounding to integers happen in float64 / exact integers
+(:func:`edgeq.numerics.make_requant`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 
 from edgeq.errors import IntegerOverflowError
 from edgeq.numerics import RequantParams, make_requant, round_half_up, round_significant
+from edgeq.train.f2t.formats import Arith
 
 #: Integers below this magnitude are exact in float64: the float64 conv/linear bound.
 FLOAT64_EXACT = 2**53
@@ -28,33 +30,48 @@ class F2TOptions:
     ``mul`` and ``add`` and every bias to that many significant bits (round half up): with
     24 each is exactly representable in float32, as the ONNX exporters carry integers.
     The relative change is at most 2^-24, far below the rounding of ``mul`` itself.
+    ``allow_subnormal`` lets scales be subnormal in ``dtype`` (:class:`~.formats.Arith`).
     """
 
     dtype: torch.dtype = torch.float64
     acc_bits: int = 64
     mul_bits: int = 32
     significant_bits: int | None = None
+    allow_subnormal: bool = False
+
+    @property
+    def arith(self) -> Arith:
+        """The arithmetic of ``dtype`` (rounding and over/underflow checks)."""
+        return Arith(self.dtype, self.allow_subnormal)
 
 
 def to_dtype(t, dtype: torch.dtype) -> torch.Tensor:
     """A float tensor (FQ parameters are float32) in the conversion format."""
-    return torch.as_tensor(t).detach().to(dtype)
+    return Arith(dtype).cast(t)
 
 
-def bn_fold(bn: nn.Module, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eval-mode BatchNorm as y = γ̂·x + β̂: γ̂ = γ/√(σ² + ϵ), β̂ = β − μ·γ̂."""
-    var, mean = to_dtype(bn.running_var, dtype), to_dtype(bn.running_mean, dtype)
+def bn_fold(bn: nn.Module, arith: Arith | torch.dtype, where: str = "BatchNorm"
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as y = γ̂·x + β̂: γ̂ = γ/√(σ² + ϵ), β̂ = β − μ·γ̂ (each operation
+    rounded to the format)."""
+    A = arith if isinstance(arith, Arith) else Arith(arith)
+    var, mean = A.cast(bn.running_var, where, "σ²"), A.cast(bn.running_mean, where, "μ")
     n = var.numel()
-    gamma = to_dtype(bn.weight, dtype) if bn.weight is not None else torch.ones(n, dtype=dtype)
-    beta = to_dtype(bn.bias, dtype) if bn.bias is not None else torch.zeros(n, dtype=dtype)
-    gamma_hat = gamma / torch.sqrt(var + bn.eps)
-    return gamma_hat, beta - mean * gamma_hat
+    gamma = (A.cast(bn.weight, where, "γ") if bn.weight is not None
+             else torch.ones(n, dtype=var.dtype))
+    beta = A.cast(bn.bias, where, "β") if bn.bias is not None else torch.zeros(n, dtype=var.dtype)
+    root = A.rnd(torch.sqrt(A.rnd(var + bn.eps, where, "σ² + ϵ")), where, "√(σ² + ϵ)")
+    gamma_hat = A.rnd(gamma / root, where, "γ̂ = γ/√(σ² + ϵ)", factors=(gamma,))
+    shift = A.rnd(mean * gamma_hat, where, "μ·γ̂")
+    return gamma_hat, A.rnd(beta - shift, where, "β̂ = β − μ·γ̂")
 
 
 def integer_bias(bias: torch.Tensor, eps_acc: torch.Tensor, opts: F2TOptions,
                  where: str = "bias") -> torch.Tensor:
     """b̂ = round_half_up(b / (ε_x·ε_w)), int64 (DESIGN §3.2), to ``significant_bits``."""
-    real = (to_dtype(bias, opts.dtype) / eps_acc).to(torch.float64).numpy()
+    A = opts.arith
+    q = A.rnd(A.cast(bias, where, "bias") / eps_acc, where, "bias / (ε_x·ε_w)")
+    real = q.to(torch.float64).numpy()
     if not np.all(np.abs(real) < 2.0**62):
         raise IntegerOverflowError(f"{where}: bias / (ε_x·ε_w) is not a representable "
                                    f"integer in {opts.dtype}")

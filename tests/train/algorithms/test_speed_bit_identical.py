@@ -1,0 +1,107 @@
+"""The faster PACT and ANA quantisers equal the code they replaced bit for bit: forward
+outputs and the gradients of the input and of the PACT bound (:mod:`.old_quant_fns` is a
+verbatim copy of the old code)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeq.numerics.intrange import IntRange
+from edgeq.train.algorithms import ana, pact
+from edgeq.train.spec import AnaParams, AnnealSpec, PactParams, QuantSpec
+from tests.train.algorithms import old_quant_fns as old
+
+RANGES = [IntRange.unsigned(256), IntRange.signed(255), IntRange.signed(256),
+          IntRange.unsigned(4), IntRange.signed(3), IntRange.binary()]
+
+
+def _x(seed: int, shape, scale: float) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g) * scale
+    x.view(-1)[:7] = torch.tensor([0.0, -0.0, 1e-30, 1e9, -1e9, 0.5, -0.5])  # edge values
+    return x
+
+
+def _equal(a, b) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b) and bool(
+        (torch.signbit(a) == torch.signbit(b)).all())
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), r=st.sampled_from(RANGES), per_channel=st.booleans(),
+       scale=st.sampled_from([0.1, 1.0, 30.0]), bound=st.floats(-3.0, 3.0),
+       clip=st.booleans())
+def test_pact_equals_the_old_code(seed, r, per_channel, scale, bound, clip):
+    spec = QuantSpec(algorithm="pact", n_levels=r.n_levels, signed=r.lo < 0,
+                     granularity="per_channel" if per_channel else "per_tensor",
+                     params=PactParams(clip_gradient=clip))
+    x = _x(seed, (6, 5, 4, 3), scale)
+    g = _x(seed + 1, (6, 5, 4, 3), 1.0)
+    shape = (5,) if per_channel else ()
+    b0 = (torch.full(shape, bound)
+          + torch.linspace(0, 0.5, 5 if per_channel else 1).reshape(shape))
+    b0.view(-1)[0] = 0.0 if seed % 3 == 0 else b0.view(-1)[0]  # the clamp_min corner
+
+    def run(module: bool):
+        xx = x.clone().requires_grad_(True)
+        if module:  # the quantiser module as QAT runs it
+            q = pact.PactQuantiser(spec, 5 if per_channel else None, 1)
+            with torch.no_grad():
+                q.bound.copy_(b0)
+            y = q(xx)
+            b = q.bound
+        else:
+            b = b0.clone().requires_grad_(True)
+            y = old.PactQuantFn.apply(xx, b.abs().clamp_min(old.MIN_BOUND), r, 1, clip)
+        y.backward(g)
+        return y.detach(), xx.grad, b.grad
+
+    for new, ref in zip(run(True), run(False), strict=True):
+        assert _equal(new, ref)
+
+
+NOISES = ["uniform", "triangular", "normal", "logistic"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), r=st.sampled_from(RANGES),
+       noise=st.sampled_from(NOISES), strategy=st.sampled_from(["expectation", "mode"]),
+       sigma=st.sampled_from([0.0, 0.05, 0.5, 1.0, 2.5]), mu=st.sampled_from([0.0, 0.3]),
+       scale=st.sampled_from([0.5, 20.0, 400.0]), per_channel=st.booleans())
+def test_ana_equals_the_old_code(seed, r, noise, strategy, sigma, mu, scale, per_channel):
+    x = _x(seed, (4, 3, 5, 5), scale)
+    g = _x(seed + 1, (4, 3, 5, 5), 1.0)
+    eps = (torch.tensor([0.7, 1.0, 1.3]) if per_channel else torch.tensor(0.9))
+    outs = []
+    for fn in (ana.AnaQuantFn, old.AnaQuantFn):
+        xx = x.clone().requires_grad_(True)
+        y = fn.apply(xx, eps, mu, sigma, r, 1, noise, strategy)
+        y.backward(g)
+        outs.append((y.detach(), xx.grad))
+    for new, ref in zip(*outs, strict=True):
+        assert _equal(new, ref)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 0.3])
+def test_ana_quantiser_step_equals_the_old_code(sigma):
+    """The benchmark's case: 8-bit activations, uniform noise, expectation, 64-image batch."""
+    spec = QuantSpec.from_bits(8, signed=False, algorithm="ana",
+                               params=AnaParams(sigma=AnnealSpec(kind="bws", base=sigma)))
+    x = torch.relu(_x(3, (64, 16, 8, 8), 2.0))
+    g = _x(4, (64, 16, 8, 8), 1.0)
+    q = ana.AnaQuantiser(spec)
+    q.set_eps(torch.tensor(0.02))
+    q.set_epoch(0)
+    outs = []
+    for fwd in (lambda t: q(t), lambda t: old.AnaQuantFn.apply(
+            t, q.eps.detach(), float(q.mu), float(q.sigma), q.int_range, 0, "uniform",
+            "expectation")):
+        xx = x.clone().requires_grad_(True)
+        y = fwd(xx)
+        y.backward(g)
+        outs.append((y.detach(), xx.grad))
+    for new, ref in zip(*outs, strict=True):
+        assert _equal(new, ref)
