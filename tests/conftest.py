@@ -22,6 +22,16 @@ def shared_fixture(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def build_cache(tmp_path_factory) -> Path:
+    """One C build cache (XDG_CACHE_HOME) for the test session: each compiled program is
+    built once per session and never taken from an earlier run."""
+    path = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(path))
+        yield path
+
+
 @pytest.fixture
 def dronet_dir() -> Path:
     return shared_fixture("quantlab", "dronet")

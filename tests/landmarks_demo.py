@@ -29,13 +29,11 @@ def require_tool(*tools: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def landmark_demo(tmp_path_factory):
+def landmark_demo(tmp_path_factory, build_cache):
     """``(run directory, summary dict)`` of the shrunk README command."""
     from edgeq.cli import main
     from edgeq.lab.tasks import landmarks
 
-    old_cache = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("lm-xdg-cache"))
     out = tmp_path_factory.mktemp("lm") / "demo"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(landmarks, "DEMO_SIZES", TINY_SIZES)
@@ -45,7 +43,3 @@ def landmark_demo(tmp_path_factory):
         code = main(["demo", "--task", "landmarks", "--out", str(out), "--quiet"])
     assert code == 0
     yield out, json.loads((out / "summary.json").read_text())
-    if old_cache is None:
-        os.environ.pop("XDG_CACHE_HOME", None)
-    else:
-        os.environ["XDG_CACHE_HOME"] = old_cache

@@ -35,6 +35,21 @@ ALGORITHMS = ("ste", "pact", "tqt", "ana", "inq")
 SCHEDULES = ("constant", "onecycle")
 
 
+def load_json(path: str | Path, from_json, what: str):
+    """``from_json`` of the JSON file ``path``; every error is one line naming the file."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such {what} file") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{p}: not valid JSON ({exc})") from None
+    try:
+        return from_json(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+
+
 def _keys(path: str, data: Any, cls: type) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must be an object, got {type(data).__name__}")
@@ -307,17 +322,7 @@ class PipelineConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> PipelineConfig:
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: no such config file") from None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{p}: not valid JSON ({exc})") from None
-        try:
-            return cls.from_json(data)
-        except ConfigError as exc:
-            raise ConfigError(f"{p}: {exc}") from None
+        return load_json(path, cls.from_json, "config")
 
 
 def _task_input_defaults(task: Any) -> dict:

@@ -16,18 +16,11 @@ from tests.engine.ptq.models import calib_arrays, gap_cnn, small_cnn, small_mobi
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _gcc_and_cache(tmp_path_factory):
+def _gcc_and_cache(build_cache):
     if shutil.which("gcc") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("gcc is not installed")
         pytest.skip("gcc is not installed: no C backend")
-    old = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
-    yield
-    if old is None:
-        os.environ.pop("XDG_CACHE_HOME", None)
-    else:
-        os.environ["XDG_CACHE_HOME"] = old
 
 
 def _mobilenet_data(n: int, seed: int) -> dict:

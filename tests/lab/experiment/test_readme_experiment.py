@@ -67,7 +67,7 @@ def test_the_readme_commands_run_the_design(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     # the README shows the report's table as the command prints it
     header = ("| algorithm | bits | runs | fp_accuracy | fq_accuracy | tq_accuracy | "
-              "cv_fq_accuracy |")
+              "deployed_accuracy | cv_fq_accuracy |")
     assert header in printed and header in README.read_text()
     for name in ("report.md", "report.json", "report.html"):
         assert (out / name).is_file()

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeq.errors import ConfigError
-from edgeq.lab.config import PipelineConfig
+from edgeq.lab.config import PipelineConfig, load_json
 
 LEVEL_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")  # levels name run directories
 DESIGN_KEYS = ("name", "base", "factors", "exclude", "seeds", "cv", "output_dir")
@@ -245,17 +244,7 @@ class Design:
 
     @classmethod
     def load(cls, path: str | Path) -> Design:
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: no such design file") from None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{p}: not valid JSON ({exc})") from None
-        try:
-            return cls.from_json(data)
-        except ConfigError as exc:
-            raise ConfigError(f"{p}: {exc}") from None
+        return load_json(path, cls.from_json, "design")
 
 
 def _validate(config: dict, where: str) -> PipelineConfig:

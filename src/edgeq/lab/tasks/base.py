@@ -146,6 +146,22 @@ class Task:
         raise NotImplementedError
 
 
+
+class ClassifierTask(Task):
+    """A task scored by top-1 accuracy of logits with cross-entropy training."""
+
+    metric = Metric("accuracy", higher_is_better=True, label="test accuracy %")
+    classification = True
+    output_name = "logits"
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(outputs, targets)
+
+    def evaluate(self, outputs, split: str = "test") -> dict[str, float]:
+        logits = torch.as_tensor(outputs)
+        labels = self.split(split).targets
+        return {"accuracy": float((logits.argmax(dim=1) == labels).double().mean() * 100.0)}
+
 def fold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
     """QuantLab's K-fold rule: a permutation of ``range(n)`` drawn from ``seed``, fold k
     = every K-th index from position k (sizes differ by at most one), each sorted."""

@@ -25,10 +25,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from edgeq.errors import ConfigError, DatasetFileError
-from edgeq.lab.tasks.base import Metric, Split, Task
+from edgeq.lab.tasks.base import ClassifierTask, Split
 
 DATASETS = {  # name -> (loader, cheap check run at config validation)
     "imagefolder": ("edgeq.data.imagefolder:image_folder_dataset",
@@ -88,17 +87,14 @@ class ClassificationOptions:
         return _resolve(DATASETS[name][0] if name in DATASETS else name, "task.dataset.import")
 
 
-class ClassificationTask(Task):
+class ClassificationTask(ClassifierTask):
     """Top-1 accuracy; input rule: uint8 pixels / 255 (float data as is), in [0, 1]."""
 
     name = "classification"
-    metric = Metric("accuracy", higher_is_better=True, label="test accuracy %")
     models: tuple[str, ...] = ()
     default_model = None
     Options = ClassificationOptions
-    classification = True
     threads = 1
-    output_name = "logits"
     default_input = {"bits": 8, "signed": False, "lo": 0.0, "hi": 1.0}
 
     def _load(self, progress: bool) -> dict[str, Split]:
@@ -122,14 +118,6 @@ class ClassificationTask(Task):
 
     def to_input(self, raw: torch.Tensor) -> torch.Tensor:
         return raw.float() / 255.0 if raw.dtype == torch.uint8 else raw.float()
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(outputs, targets)
-
-    def evaluate(self, outputs, split: str = "test") -> dict[str, float]:
-        logits = torch.as_tensor(outputs)
-        labels = self.split(split).targets
-        return {"accuracy": float((logits.argmax(dim=1) == labels).double().mean() * 100.0)}
 
 
 def _tensors(part: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:

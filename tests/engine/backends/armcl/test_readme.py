@@ -5,10 +5,7 @@ bit-exact with the reference backend)."""
 from __future__ import annotations
 
 import re
-import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +15,10 @@ from edgeq.engine.backends.reference.executor import run_graph
 from edgeq.engine.onnx.exporter import export_onnx
 from edgeq.engine.tensor_io import read_text_vector
 from tests.engine.passes.graphs import random_feeds, tq_graph
+from tests.readme import readme_commands, run_commands
 
 ROOT = Path(__file__).resolve().parents[4]
 DRONET = ROOT / "../shared/fixtures/quantlab/dronet"
-
-
-def readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- readme-armcl -->\n```bash\n(.*?)```", text, re.S).group(1)
-    return [ln.split("  #")[0].strip() for ln in block.splitlines()
-            if ln.strip() and not ln.lstrip().startswith("#")]
 
 
 def test_readme_armcl_example(tmp_path, acl):
@@ -40,16 +31,9 @@ def test_readme_armcl_example(tmp_path, acl):
     export_onnx(graph, tmp_path / "model_tq.onnx", dialect="edgeq")
     xi = random_feeds(graph, batch=1, seed=7)[graph.inputs[0]]
     np.save(tmp_path / "tq_input.npy", xi)
-    commands = readme_commands()
+    commands = readme_commands("readme-armcl")
     assert len(commands) == 5
-    outputs = []
-    for cmd in commands:
-        argv = shlex.split(cmd)
-        if argv[0] == "edgeq":
-            argv = [sys.executable, "-m", "edgeq.cli", *argv[1:]]
-        proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
-        assert proc.returncode == 0, (cmd, proc.stderr)
-        outputs.append(proc.stdout)
+    outputs = run_commands(commands, tmp_path)
     assert "armcl kinsn" in outputs[0] and (tmp_path / "cost.json").exists()
     assert "11 layers on armcl" in outputs[1]
     assert np.load(tmp_path / "output.npy").tolist() == [[435, 0]]

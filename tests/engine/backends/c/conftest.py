@@ -10,14 +10,8 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _cache_in_tmp(tmp_path_factory):
-    old = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
-    yield
-    if old is None:
-        os.environ.pop("XDG_CACHE_HOME", None)
-    else:
-        os.environ["XDG_CACHE_HOME"] = old
+def _cache_in_tmp(build_cache):
+    """Every test here builds into the session's cache (tests/conftest.py)."""
 
 
 def _missing_cross_tools() -> list[str]:

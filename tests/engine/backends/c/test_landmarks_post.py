@@ -4,11 +4,8 @@ on the TQ model of a real tiny demo run (tests/landmarks_demo.py)."""
 
 from __future__ import annotations
 
-import re
-import shlex
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,6 +18,7 @@ from edgeq.engine.backends.c import compile_cached
 from edgeq.engine.backends.c.landmarks import LandmarkPost, run_landmarks
 from edgeq.errors import BuildError, ModelFileError
 from tests.landmarks_demo import require_tool
+from tests.readme import readme_commands, run_commands
 
 POINT_ATOL = 2e-5  # px: float64 sums in another order, then float32 (≤ 1-2 ulps at 32 px)
 ROI = (10.3, 20.7, 90.2, 100.5)  # rounded to (10, 21, 90, 100) by both sides
@@ -122,14 +120,6 @@ def test_compile_task_errors(tq, tmp_path, capsys):
         LandmarkPost.for_graph(graph, ParamWhitening.load(run / "whitening.json"))
 
 
-def readme_deploy_commands() -> list[str]:
-    from tests.conftest import PROJECT_ROOT
-
-    text = (PROJECT_ROOT / "README.md").read_text()
-    block = re.search(r"<!-- readme-landmarks-deploy -->\n```bash\n(.*?)```", text, re.S)
-    return [ln.strip() for ln in block.group(1).splitlines() if ln.strip()]
-
-
 def test_readme_deploy_lines(cross_toolchain, tq, tmp_path):
     """The README's lines on the tiny demo's files (32 px instead of 64): the app with
     --backend c, the cortex-a72 build with the landmark task, run under qemu."""
@@ -139,14 +129,9 @@ def test_readme_deploy_lines(cross_toolchain, tq, tmp_path):
     shutil.copytree(run, tmp_path / "edgeq-demo-landmarks")
     Image.fromarray(task.faces["test"].images[0].transpose(1, 2, 0)).save(tmp_path / "face.png")
     np.save(tmp_path / "face.npy", x[:1])
-    commands = readme_deploy_commands()
+    commands = readme_commands("readme-landmarks-deploy")
     assert len(commands) == 3
-    for cmd in commands:
-        argv = shlex.split(cmd)
-        if argv[0] == "edgeq":
-            argv = [sys.executable, "-m", "edgeq.cli", *argv[1:]]
-        proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
-        assert proc.returncode == 0, (cmd, proc.stderr)
+    run_commands(commands, tmp_path)
     assert (tmp_path / "face_c.png").is_file()
     assert np.array_equal(np.load(tmp_path / "params.npy"), ref[:1])
     np.testing.assert_allclose(np.load(tmp_path / "points.npy"),
