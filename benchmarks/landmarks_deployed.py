@@ -76,7 +76,8 @@ def measure(run: Path, targets: list[str]) -> dict:
     ref = engine_outputs(files["model"], x)
     eps = np.asarray(model.graph.meta["eps"][model.outputs[0].name], np.float64)
     result = {"run_dir": str(run), "n_test": len(x), "fp_nme": summary.get("fp_nme"),
-              "engine": task.evaluate(ref * eps, "test"), "targets": {}}
+              "engine": task.evaluate(ref * eps, "test"), "targets": {},
+              "baselines": task.baselines()}
     for target in targets:
         if skipped[target] is not None:
             result["targets"][target] = {"skipped": skipped[target]}
@@ -109,6 +110,10 @@ def format_table(result: dict) -> str:
             continue
         lines.append(f"{label:34s} " + " ".join(f"{r[c]:7.2f}" for c in cols)
                      + f"  {'yes' if r['bit_exact'] else 'NO'}")
+    for key, label in (("mean", "baseline: mean parameters"),
+                       ("oracle_pose", "baseline: true pose, α=0")):
+        b = result["baselines"][key]
+        lines.append(f"{label:34s} " + " ".join(f"{b[c]:7.2f}" for c in cols))
     if result["fp_nme"] is not None:
         lines.append(f"FP NME of the run {result['fp_nme']:.2f}; {result['n_test']} test faces; "
                      "points computed by the program (post-processing in C)")

@@ -35,6 +35,7 @@ def test_cortex_a72_nme_is_the_engine_nme(landmark_demo, tmp_path, capsys):
         # points equal the Python ones within 2e-5 px on a 32 px crop
         assert abs(a72[key] - summary[f"engine_{key}"]) < 1e-3
     assert data["fp_nme"] == summary["fp_nme"] and data["n_test"] == 24
+    assert data["baselines"]["mean"]["nme"] == summary["baseline_mean_nme"]
     assert "cortex-a72 (qemu)" in capsys.readouterr().out
 
 
