@@ -18,6 +18,11 @@ baselines, and writes ``benchmarks/results/landmarks_qat.json``.
     python benchmarks/landmarks_qat.py                     # full run (hours on 2 cores)
     python benchmarks/landmarks_qat.py --n-train 8000 --fp-epochs 4 --qat-epochs 2
     python benchmarks/landmarks_qat.py --quick             # smoke run (seconds)
+
+Seeds (or widths) can run in separate processes (``--first-seed S --seeds 1``) and be
+merged afterwards: ``--merge A.json B.json ... --out MERGED.json [--table TABLE.txt]``
+pools the runs per (width, method, bits) after checking that the files share their
+data and training settings, and recomputes mean ± std.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ def parse_args(argv):
     p.add_argument("--widths", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     p.add_argument("--size", type=int, default=64, help="input size in pixels")
     p.add_argument("--seeds", type=int, default=3, help="number of training seeds")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="first training seed (run seeds in separate processes, then --merge)")
     p.add_argument("--n-train", type=int, default=24000)
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--fp-epochs", type=int, default=8)
@@ -61,12 +68,18 @@ def parse_args(argv):
     p.add_argument("--cache-dir", default=None, help="cache the generated faces here")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results path")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                   help="merge finished result files into --out instead of training")
+    p.add_argument("--table", type=Path, metavar="TXT",
+                   help="with --merge: also write the table as text")
     args = p.parse_args(argv)
     if args.quick:
         args.widths, args.seeds, args.size = [0.25], 1, 32
         args.n_train, args.n_test, args.fp_epochs, args.qat_epochs = 64, 24, 1, 1
-    if args.seeds < 1 or args.threads < 1:
-        raise ConfigError("--seeds and --threads must be >= 1")
+    if args.seeds < 1 or args.threads < 1 or args.first_seed < 0:
+        raise ConfigError("--seeds and --threads must be >= 1, --first-seed >= 0")
+    if args.table is not None and not args.merge:
+        raise ConfigError("--table needs --merge")
     return args
 
 
@@ -105,11 +118,11 @@ def run_width(args, task, width: float, on_seed=None) -> list[dict]:
     cfg = config_for(args, width)
     x_test, x_calib = task.inputs("test"), task.inputs("train", CALIBRATION_SAMPLES)
     rows = {("FP", 32): []}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         torch.manual_seed(seed)
         fp = make_task(cfg).build_model()
         fp_epoch = timed_train(fp, task, cfg, seed, args.fp_epochs, args.lr)
-        rows[("FP", 32)].append(_result(task, predict(fp, x_test), fp_epoch, fp_epoch))
+        rows[("FP", 32)].append(_result(task, predict(fp, x_test), fp_epoch, fp_epoch, seed))
         for label, algorithm, bits in VARIANTS:
             qcfg = config_for(args, width, {"uniform": {"bits": bits, "algorithm": algorithm}})
             fq, _ = f2f(copy.deepcopy(fp), qcfg.build_policy(), x_test[:1],
@@ -119,16 +132,17 @@ def run_width(args, task, width: float, on_seed=None) -> list[dict]:
             ctl = QATController(fq, ScheduleSpec(start_epoch=0))
             q_epoch = timed_train(fq, task, qcfg, seed, args.qat_epochs, args.qat_lr, ctl)
             rows.setdefault((label, bits), []).append(
-                _result(task, predict(fq, x_test), q_epoch, fp_epoch))
+                _result(task, predict(fq, x_test), q_epoch, fp_epoch, seed))
         print(f"width {width} seed {seed}: done", file=sys.stderr, flush=True)
         if on_seed is not None:
             on_seed([_summarise(width, m, b, runs) for (m, b), runs in rows.items()])
     return [_summarise(width, method, bits, runs) for (method, bits), runs in rows.items()]
 
 
-def _result(task, outputs, epoch: tuple[float, float], fp_epoch: tuple[float, float]) -> dict:
+def _result(task, outputs, epoch: tuple[float, float], fp_epoch: tuple[float, float],
+            seed: int) -> dict:
     m = task.evaluate(outputs, "test")
-    return {"nme": m["nme"], "nme_bins_mean": m["nme_bins_mean"], "epoch_s": epoch[0],
+    return {"seed": seed, "nme": m["nme"], "nme_bins_mean": m["nme_bins_mean"], "epoch_s": epoch[0],
             "epoch_cpu_s": epoch[1], "epoch_ratio": epoch[1] / fp_epoch[1]}
 
 
@@ -170,9 +184,103 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+# -- merging files of separate processes -------------------------------------------------
+# Settings that must agree for runs to be pooled (the rest say which seeds/widths ran where).
+SHARED_SETTINGS = ("size", "n_train", "n_test", "fp_epochs", "qat_epochs", "batch_size",
+                   "lr", "qat_lr", "threads")
+
+
+def _read_results(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        data["settings"], data["results"], data["baselines"]  # noqa: B018 (presence check)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such result file") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a landmarks_qat result file ({exc})") from None
+    return data
+
+
+def _seeds_of(data: dict, runs: list[dict]) -> list[int]:
+    """Each run's training seed (files before ``seed`` was recorded ran seeds from 0)."""
+    first = data["settings"].get("first_seed", 0)
+    return [r.get("seed", first + i) for i, r in enumerate(runs)]
+
+
+def merge_results(paths: list[Path]) -> dict:
+    """One result dict pooling the runs of ``paths``; ConfigError when their settings or
+    test sets differ, or one seed of one row appears twice."""
+    files = [(p, _read_results(p)) for p in paths]
+    (p0, first), groups = files[0], {}
+    for path, data in files:
+        for key in SHARED_SETTINGS:
+            if data["settings"].get(key) != first["settings"].get(key):
+                raise ConfigError(f"{path}: settings.{key} = {data['settings'].get(key)!r} "
+                                  f"differs from {p0}'s {first['settings'].get(key)!r}")
+        if data["baselines"] != first["baselines"]:
+            raise ConfigError(f"{path}: its baselines differ from {p0}'s (other test faces)")
+        for row in data["results"]:
+            runs = groups.setdefault((row["width"], row["method"], row["bits"]), {})
+            for seed, run in zip(_seeds_of(data, row["runs"]), row["runs"], strict=True):
+                if seed in runs:
+                    raise ConfigError(f"{path}: width {row['width']} {row['method']} "
+                                      f"{row['bits']} seed {seed} is already in another file")
+                runs[seed] = {**run, "seed": seed}
+    rows = [_summarise(w, m, b, [runs[s] for s in sorted(runs)])
+            for (w, m, b), runs in sorted(groups.items(), key=_row_order)]
+    wanted = max(d["settings"].get("first_seed", 0) + d["settings"]["seeds"] for _, d in files)
+    complete = all(len(r["runs"]) == wanted for r in rows)
+    n_seeds = min(len(r["runs"]) for r in rows)
+    settings = {**first["settings"], "widths": sorted({r["width"] for r in rows}),
+                "seeds": n_seeds, "first_seed": 0, "merged_from": [str(p) for p in paths]}
+    settings.pop("merge", None), settings.pop("table", None)
+    return {"settings": settings, "complete": complete, "results": rows,
+            "baselines": first["baselines"],
+            "table": format_table(rows, first["baselines"], n_seeds),
+            "seconds": sum(d["seconds"] for _, d in files),
+            "environment": first["environment"]}
+
+
+def _row_order(item) -> tuple:
+    (width, method, bits), _ = item
+    order = [("FP", 32)] + [(label, b) for label, _, b in VARIANTS]
+    return width, order.index((method, bits)) if (method, bits) in order else len(order)
+
+
+def table_text(merged: dict) -> str:
+    """The table with the settings it was measured with and the seeds per width."""
+    s = merged["settings"]
+    seeds = {}
+    for r in merged["results"]:
+        seeds.setdefault(r["width"], sorted(run["seed"] for run in r["runs"]))
+    head = (f"landmarks_qat: NME % (mean ± std over seeds) and CPU seconds per training epoch "
+            f"(single thread), merged from {len(s['merged_from'])} file(s),\n"
+            f"each with --n-train {s['n_train']} --n-test {s['n_test']} --fp-epochs "
+            f"{s['fp_epochs']} --qat-epochs {s['qat_epochs']} --size {s['size']} "
+            f"(data seed 0 for all)")
+    per_width = "; ".join(f"width {w}: seeds {v}" for w, v in seeds.items())
+    return f"{head}\n{merged['table']}\n{per_width}; complete={merged['complete']}\n"
+
+
+def _merge_main(args) -> int:
+    merged = merge_results(args.merge)
+    write_json(args.out, merged)
+    if args.table is not None:
+        args.table.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".txt", dir=args.table.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(table_text(merged))
+        os.replace(tmp, args.table)
+    print(merged["table"])
+    print(f"wrote {args.out}" + (f" and {args.table}" if args.table else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
+        if args.merge:
+            return _merge_main(args)
         for w in args.widths:
             config_for(args, w)  # validates widths and sizes before any work
     except EdgeqError as exc:

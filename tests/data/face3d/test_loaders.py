@@ -149,6 +149,8 @@ def test_3ddfa_list_and_params(tmp_path):
         load_3ddfa_list(tmp_path / "train_aug_120x120.list.train", tmp_path / "broken.pkl")
     with pytest.raises(DatasetFileError, match="nolist"):
         load_3ddfa_list(tmp_path / "nolist", tmp_path / "param_all_norm.pkl")
+    with pytest.raises(DatasetFileError, match="absent.pkl.*no such file"):
+        load_3ddfa_list(tmp_path / "train_aug_120x120.list.train", tmp_path / "absent.pkl")
 
 
 def test_whitening_pkl_v1_and_v2(tmp_path):
@@ -164,6 +166,8 @@ def test_whitening_pkl_v1_and_v2(tmp_path):
         pickle.dump({"m": mean}, f)
     with pytest.raises(DatasetFileError, match="other.pkl"):
         load_whitening_pkl(tmp_path / "other.pkl")
+    with pytest.raises(DatasetFileError, match="absent.pkl.*no such file"):
+        load_whitening_pkl(tmp_path / "absent.pkl")
 
 
 def test_roi_from_landmarks_hand_case():
