@@ -229,3 +229,17 @@ def test_transpose4_is_numpy_transpose(lib, shape, perm, dt):
     sh, pm = (C.c_int * 4)(*shape), (C.c_int * 4)(*perm)
     lib.eq_transpose4(ptr(x), C.c_size_t(x.itemsize), sh, pm, ptr(y))
     np.testing.assert_array_equal(y, np.transpose(x, perm))
+
+
+TASK = C.CFUNCTYPE(None, C.c_void_p, C.c_int, C.c_int)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 4))
+def test_parallel_shares_runs_each_share_once(lib, shares, threads):
+    """eq_parallel_shares: every share index t < shares exactly once, each told `shares`,
+    whatever the thread count (shares claimed by the caller and the pool's workers)."""
+    seen = []
+    task = TASK(lambda ctx, t, nt: seen.append((t, nt)))
+    lib.eq_parallel_shares(task, None, shares, threads)
+    assert sorted(seen) == [(t, shares) for t in range(shares)]

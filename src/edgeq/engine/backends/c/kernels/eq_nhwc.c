@@ -313,7 +313,9 @@ void eq_gemm_nhwc(int rows, int m, int k, const void *a, int a_dt, const int8_t 
                   const int32_t *bias, const eq_rq *rq, void *y, int y_dt, int threads) {
     const gemm_ctx g = {(const uint8_t *)a, (size_t)k, rows, k, kp, m,
                         a_dt == EQ_S8 ? 0x80808080u : 0u, w, bias, rq, y, y_dt};
-    eq_parallel(gemm_task, (void *)&g, threads < 1 ? 1 : threads);
+    /* 4 shares per thread: a preempted thread holds back a quarter of its part only */
+    threads = threads < 1 ? 1 : threads;
+    eq_parallel_shares(gemm_task, (void *)&g, threads > 1 ? 4 * threads : 1, threads);
 }
 
 /* ---- general (group 1) convolution: im2col rows of kp bytes, taps (ky, kx, c) ---- */
@@ -615,7 +617,13 @@ void eq_dw_nhwc(const eq_conv_shape *s, const void *x, int x_dt, const int16_t *
                 const int32_t *bias, const eq_rq *rq, void *y, int y_dt, int32_t *acc,
                 int threads) {
     const dw_ctx d = {s, x, x_dt, w, bias, rq, y, y_dt, acc};
-    eq_parallel(dw_task, (void *)&d, threads < 1 ? 1 : threads);
+    threads = threads < 1 ? 1 : threads;
+    int shares = threads; /* the portable loop's scratch is per share */
+#ifdef EQ_NHWC_VNNI
+    if (rq != NULL && (y_dt == EQ_U8 || y_dt == EQ_S8) && s->kh * s->kw <= DW_MAX_TAPS)
+        shares = threads > 1 ? 4 * threads : 1; /* no scratch: finer shares (eq_threads.c) */
+#endif
+    eq_parallel_shares(dw_task, (void *)&d, shares, threads);
 }
 
 /* ---- LayoutConvert: y = transpose(x, perm) of a 4-D tensor of element size es ---- */
