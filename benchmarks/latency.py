@@ -16,10 +16,10 @@ reported figure is the median over rounds), so that load from other processes on
 shared machine hits all of them alike. All four run in this process, timed around the
 call: the C model as a shared library (``CompiledModel.in_process``: input copy plus
 ``eq_run``). The harness's own median (a fresh ``run_model`` process per round, no
-file I/O in the timed region) is recorded beside it as ``edgeq C harness``: on a loaded
-machine a fresh process starts at a scheduling disadvantage against the long-running
-Python process of its peers, which made earlier tables overstate the C latency.
-The machine's load average is recorded before and after the run.
+file I/O in the timed region) is recorded beside it as ``edgeq C harness``. On a shared,
+loaded machine either figure swings 2-3x between runs (a few-millisecond run is
+preempted or not); the load average is recorded before and after the run, and the
+per-layer table (one process, many runs) is the stable view.
 
 The C output is compared bit for bit with the NumPy reference on the same input (the
 result is printed). Ratios are latency / ORT int8 latency (below 1 is faster) and
