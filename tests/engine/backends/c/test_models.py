@@ -77,3 +77,20 @@ def test_float_input_is_quantised_by_the_input_rule(tq_graphs, tmp_path):
     (y,) = cm.run({graph.inputs[0]: xf}).values()
     expect = np.clip(np.floor(xf / q.eps + 0.5), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(y, _reference(graph, expect))
+
+
+def test_in_process_library_matches_the_reference(tq_graphs, tmp_path):
+    """CompiledModel.in_process (the shared library benchmarks/latency.py times beside
+    onnxruntime): the reference's output bit for bit, repeated runs included; a wrong
+    input shape is a ShapeError naming the compiled shape."""
+    from edgeq.errors import ShapeError
+
+    graph, x = tq_graphs["digits_cnn"]
+    cm = compile_model(graph, tmp_path / "m", threads=2, batch=x.shape[0])
+    model = cm.in_process()
+    for _ in range(2):
+        model.set_input(x)
+        model.run()
+        np.testing.assert_array_equal(model.output(), _reference(graph, x))
+    with pytest.raises(ShapeError, match="compiled model takes"):
+        model.set_input(x[:1])

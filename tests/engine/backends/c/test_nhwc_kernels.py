@@ -96,6 +96,51 @@ def test_dw_nhwc_matches_reference(lib, case):
     np.testing.assert_array_equal(raw, nhwc(acc))
 
 
+@st.composite
+def dw3_case(draw):
+    """3x3, stride 1, dilation 1 (the column-reuse blocks of 8 or 4 outputs, borders as
+    zero-masked loads); requantisation drawn on both sides of the fast form's conditions
+    (mul within int32 and shift >= 32, or not)."""
+    n, c = draw(st.integers(1, 2)), draw(st.integers(1, 70))
+    h, w = draw(st.integers(1, 6)), draw(st.integers(1, 21))
+    pads = [draw(st.integers(0, 2)) for _ in range(4)]
+    if h + pads[0] + pads[2] < 3 or w + pads[1] + pads[3] < 3:
+        pads = [1, 1, 1, 1] if h < 3 or w < 3 else pads
+        h, w = max(h, 1), max(w, 1)
+    signed = draw(st.booleans())
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    x = rng.integers(-128, 128, (n, c, h, w)) if signed else rng.integers(0, 256, (n, c, h, w))
+    x = x.astype(np.int8 if signed else np.uint8)
+    wt = rng.integers(-128, 128, (c, 1, 3, 3)).astype(np.int8)
+    b = rng.integers(-(2**20), 2**20, c).astype(np.int32)
+    out = np.dtype(draw(st.sampled_from([np.uint8, np.int8])))
+    info = np.iinfo(out)
+    lo = draw(st.integers(int(info.min), int(info.max)))
+    hi = draw(st.integers(lo, int(info.max)))
+    fast = draw(st.booleans())
+    bound = 2**31 if fast else 2**40
+    mul = rng.integers(-bound, bound, c)
+    shift = draw(st.integers(32, 44) if fast else st.integers(0, 44))
+    add = rng.integers(-(2**50), 2**50, c)
+    attrs = dict(group=c, strides=[1, 1], dilations=[1, 1], pads=pads)
+    return x, wt, b, attrs, ((mul, add, shift, lo, hi), out)
+
+
+@settings(max_examples=40, deadline=None)
+@given(dw3_case())
+def test_dw3_stride1_nhwc_matches_reference(lib, case):
+    x, wt, b, attrs, (rqp, out_dt) = case
+    acc = conv(x, wt, b, **attrs)
+    expect = nhwc(_rq(acc, rqp, (1, -1, 1, 1)))
+    c = x.shape[1]
+    w16 = np.ascontiguousarray(wt.reshape(c, -1).T.astype(np.int16))
+    s, r, xh = _shape(x, wt, attrs, acc), rq_struct(*rqp), nhwc(x)
+    y = np.zeros(expect.shape, out_dt)
+    lib.eq_dw_nhwc(C.byref(s), ptr(xh), CODES[x.dtype], ptr(w16), ptr(b), C.byref(r), ptr(y),
+                   CODES[out_dt], ptr(np.zeros(c, np.int32)), 1)
+    np.testing.assert_array_equal(y.astype(np.int64), expect)
+
+
 def _packed_conv(wt, b, x_dt):
     """Taps (ky, kx, c), packed as the generator does; bias with the +128 correction."""
     m = wt.shape[0]
@@ -184,3 +229,29 @@ def test_transpose4_is_numpy_transpose(lib, shape, perm, dt):
     sh, pm = (C.c_int * 4)(*shape), (C.c_int * 4)(*perm)
     lib.eq_transpose4(ptr(x), C.c_size_t(x.itemsize), sh, pm, ptr(y))
     np.testing.assert_array_equal(y, np.transpose(x, perm))
+
+
+TASK = C.CFUNCTYPE(None, C.c_void_p, C.c_int, C.c_int)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 4))
+def test_parallel_shares_runs_each_share_once(lib, shares, threads):
+    """eq_parallel_shares: every share index t < shares exactly once, each told `shares`,
+    whatever the thread count (shares claimed by the caller and the pool's workers)."""
+    seen = []
+    task = TASK(lambda ctx, t, nt: seen.append((t, nt)))
+    lib.eq_parallel_shares(task, None, shares, threads)
+    assert sorted(seen) == [(t, shares) for t in range(shares)]
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 2), st.sampled_from([1, 2, 3, 4, 7]), st.integers(1, 9), st.integers(1, 9),
+       st.integers(0, 2**31))
+def test_transpose4_nchw_to_nhwc_bytes(lib, n, c, h, w, seed):
+    """The byte fast path of eq_transpose4 (the model input's NCHW -> NHWC, RGB pass)."""
+    x = np.random.default_rng(seed).integers(0, 256, (n, c, h, w)).astype(np.uint8)
+    y = np.zeros((n, h, w, c), np.uint8)
+    sh, pm = (C.c_int * 4)(*x.shape), (C.c_int * 4)(0, 2, 3, 1)
+    lib.eq_transpose4(ptr(x), C.c_size_t(1), sh, pm, ptr(y))
+    np.testing.assert_array_equal(y, np.transpose(x, (0, 2, 3, 1)))

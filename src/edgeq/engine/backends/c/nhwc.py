@@ -8,7 +8,9 @@ puts only those :func:`generator.nhwc_conv_ok` accepts there):
   channels is already the GEMM's row-major A);
 - any other group-1 convolution -> ``eq_conv_nhwc`` (im2col, taps (ky, kx, c)).
 
-Threads: the kernels run on the persistent pool of ``eq_threads.c``; a layer under
+Threads: the kernels run on the persistent pool of ``eq_threads.c`` (GEMM and the
+vector depthwise in 4 claimed shares per thread, so a preempted worker holds back little;
+a stalled join sends the next regions to the caller alone); a layer under
 :data:`MIN_MACS_PER_THREAD` multiply-adds per thread runs on one.
 """
 

@@ -326,6 +326,18 @@ def build(directory: Path, t: Target) -> Path:
     return directory / "run_model"
 
 
+def shared_commands(t: Target) -> list[list[str]]:
+    """``libmodel.so``: the model and its kernels without the harness (position
+    independent), for running in the calling process (:meth:`CompiledModel.in_process`)."""
+    srcs = ["model.c", "post.c"] + [f for f in KERNEL_FILES if f.endswith(".c")]
+    warn = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-fPIC"]
+    return [
+        [t.cc, *warn, "-O0", "-c", "-o", "weights_pic.o", "weights.c"],
+        [t.cc, *warn, *t.cflags.split(), "-DEQ_THREADS", "-pthread", "-shared", "-o",
+         "libmodel.so", *srcs, "weights_pic.o", "-lm"],
+    ]
+
+
 def _first_error(text: str) -> str:
     for line in text.splitlines():
         if "error" in line:
@@ -398,6 +410,22 @@ class CompiledModel:
             paths.append(str(path))
         return paths
 
+    def in_process(self) -> InProcessModel:
+        """The model as a shared library loaded into this process (built on first use;
+        host target only): same-process timing beside in-process peers such as
+        onnxruntime, which a fresh harness process per measurement does not give."""
+        if self.target.runner:
+            raise ConfigError(f"target {self.target.name} runs under an emulator: no "
+                              "in-process library")
+        lib = self.directory / "libmodel.so"
+        if not lib.exists():
+            for cmd in shared_commands(self.target):
+                proc = subprocess.run(cmd, cwd=self.directory, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise BuildError(f"shared build of {self.directory.name} failed: "
+                                     f"{_first_error(proc.stderr + proc.stdout)}")
+        return InProcessModel(self, lib)
+
     def latency(self, x, repeat: int = 20, per_layer: bool = False):
         """(median ms, [(index, name, op, median_us)]) from ``run_model --repeat``;
         ``x``: the input array, or a feeds dict for several inputs."""
@@ -419,6 +447,42 @@ class CompiledModel:
             elif parts and parts[0] == "layer":
                 layers.append((int(parts[1]), parts[2], parts[3], float(parts[4])))
         return ms, layers
+
+
+class InProcessModel:
+    """``libmodel.so`` loaded with ctypes: ``set_input`` copies an input array into the
+    arena (the compiled input's shape; values exactly representable in its dtype, no
+    quantisation), ``run`` calls ``eq_run``, ``output`` copies an output out."""
+
+    def __init__(self, compiled: CompiledModel, lib: Path) -> None:
+        import ctypes
+
+        self.compiled = compiled
+        self.lib = ctypes.CDLL(str(lib))
+        self.lib.eq_input.restype = ctypes.c_void_p
+        self.lib.eq_output.restype = ctypes.c_void_p
+        self._memmove = ctypes.memmove
+        self.run = self.lib.eq_run  # no arguments, no result: the cheapest ctypes call
+
+    def set_input(self, x: np.ndarray, k: int = 0) -> None:
+        v = self.compiled.graph.values[self.compiled.graph.inputs[k]]
+        x = np.asarray(x)
+        if tuple(x.shape) != tuple(v.shape):
+            raise ShapeError(f"input {k}: {x.dtype}{list(x.shape)} given, the compiled model "
+                             f"takes {np.dtype(v.dtype)}{list(v.shape)}")
+        if x.dtype != np.dtype(v.dtype):
+            xc = x.astype(v.dtype)
+            if not np.array_equal(xc, x):
+                raise ConfigError(f"input {k}: values not representable as {np.dtype(v.dtype)}")
+            x = xc
+        x = np.ascontiguousarray(x)
+        self._memmove(self.lib.eq_input(k), x.ctypes.data, x.nbytes)
+
+    def output(self, k: int = 0) -> np.ndarray:
+        v = self.compiled.graph.values[self.compiled.graph.outputs[k]]
+        y = np.empty(tuple(v.shape), np.dtype(v.dtype))
+        self._memmove(y.ctypes.data, self.lib.eq_output(k), y.nbytes)
+        return y
 
 
 def compile_graph(graph: Graph, out_dir, target_name: str = "host", batch: int = 1,

@@ -58,6 +58,8 @@ void eq_harmonised_add(const eq_hadd *p, size_t numel, void *y, int y_dt);
 #define EQ_MAX_THREADS 16
 typedef void (*eq_task)(void *ctx, int t, int nt);
 void eq_parallel(eq_task fn, void *ctx, int nt);
+/* `shares` pieces (fn's t < shares) claimed by up to nt threads: no per-thread scratch */
+void eq_parallel_shares(eq_task fn, void *ctx, int shares, int nt);
 
 /* ---- convolution (eq_conv.c) ---- */
 typedef struct {

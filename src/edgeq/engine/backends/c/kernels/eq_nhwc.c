@@ -22,32 +22,68 @@
 #define EQ_NHWC_VNNI 1
 
 /* Requantisation of 16 int32 lanes (channels j..j+15) to 16 bytes, exact in int64:
- * clip(floor((acc*mul + add) / 2^shift)) -- the same integers as store_channels. */
+ * clip(floor((acc*mul + add) / 2^shift)) -- the same integers as store_channels.
+ *
+ * Fast form (`fast`: every mul fits int32, shift >= 32, lo/hi fit int32 -- calibrated
+ * 8-bit layers): vpmuldq gives the exact 64-bit acc*mul of the even and the odd
+ * channels in place (no widening shuffles); after + add only the high 32 bits matter,
+ * as floor(v / 2^shift) = floor(hi32(v) / 2^(shift-32)) (floors compose), so the shift
+ * and the clip run on 16 int32 lanes and one vpmovdb narrows them. */
 typedef struct {
     __m128i sh;
     __m512i lo, hi;
+    int fast;
 } rq_vec;
 
-static inline rq_vec rq_setup(const eq_rq *rq) {
-    rq_vec r = {_mm_cvtsi32_si128(rq->shift), _mm512_set1_epi64(rq->lo), _mm512_set1_epi64(rq->hi)};
+/* for channels [j0, j1) */
+static inline rq_vec rq_setup(const eq_rq *rq, int j0, int j1) {
+    int fast = rq->shift >= 32 && rq->lo >= INT32_MIN && rq->hi <= INT32_MAX && rq->lo <= rq->hi;
+    for (int j = j0; j < j1 && fast; j++) fast = rq->mul[j] >= INT32_MIN && rq->mul[j] <= INT32_MAX;
+    if (fast) {
+        rq_vec r = {_mm_cvtsi32_si128(rq->shift - 32), _mm512_set1_epi32((int32_t)rq->lo),
+                    _mm512_set1_epi32((int32_t)rq->hi), 1};
+        return r;
+    }
+    rq_vec r = {_mm_cvtsi32_si128(rq->shift), _mm512_set1_epi64(rq->lo), _mm512_set1_epi64(rq->hi),
+                0};
     return r;
 }
 
 static inline __mmask16 lanes(int n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
 
-/* the per-channel constants of 16 lanes (n valid; the rest of mul/add is not read) */
+/* the per-channel constants of 16 lanes (n valid; the rest of mul/add is not read).
+ * Fast form: m0 = mul as int32 in its channel's lane, m1 = the odd channels' mul moved to
+ * the even lanes, a0/a1 = add of the even/odd channels as int64. */
 typedef struct {
     __m512i m0, m1, a0, a1;
 } rq_ch;
 
-static inline rq_ch rq_load(const int64_t *mul, const int64_t *add, int n) {
+static inline rq_ch rq_load(const int64_t *mul, const int64_t *add, int n, const rq_vec *r) {
     const __mmask8 k0 = (__mmask8)lanes(n), k1 = (__mmask8)(lanes(n) >> 8);
-    const rq_ch c = {_mm512_maskz_loadu_epi64(k0, mul), _mm512_maskz_loadu_epi64(k1, mul + 8),
-                     _mm512_maskz_loadu_epi64(k0, add), _mm512_maskz_loadu_epi64(k1, add + 8)};
+    const __m512i ml = _mm512_maskz_loadu_epi64(k0, mul), mh = _mm512_maskz_loadu_epi64(k1, mul + 8);
+    const __m512i al = _mm512_maskz_loadu_epi64(k0, add), ah = _mm512_maskz_loadu_epi64(k1, add + 8);
+    if (!r->fast) {
+        const rq_ch c = {ml, mh, al, ah};
+        return c;
+    }
+    const __m512i m32 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(ml)),
+                                           _mm512_cvtepi64_epi32(mh), 1);
+    const __m512i ev = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i od = _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1);
+    const rq_ch c = {m32, _mm512_srli_epi64(m32, 32), _mm512_permutex2var_epi64(al, ev, ah),
+                     _mm512_permutex2var_epi64(al, od, ah)};
     return c;
 }
 
 static inline __m128i rq16c(__m512i acc, const rq_ch *c, const rq_vec *r) {
+    if (r->fast) {
+        const __m512i e = _mm512_add_epi64(_mm512_mul_epi32(acc, c->m0), c->a0);
+        const __m512i o = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(acc, 32), c->m1), c->a1);
+        __m512i v = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(e, 32), o);
+        v = _mm512_sra_epi32(v, r->sh);
+        v = _mm512_min_epi32(_mm512_max_epi32(v, r->lo), r->hi);
+        return _mm512_cvtepi32_epi8(v);
+    }
     __m512i a0 = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc));
     __m512i a1 = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc, 1));
     a0 = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mullo_epi64(a0, c->m0), c->a0), r->sh);
@@ -107,8 +143,12 @@ static inline __attribute__((always_inline)) void tile_vnni(
     const __m512i fl = _mm512_set1_epi32((int)flip);
     for (int k4 = 0; k4 < k4full; k4++) {
         __m512i wv[4];
-        for (int b = 0; b < NB; b++)
+        for (int b = 0; b < NB; b++) {
             wv[b] = _mm512_loadu_si512((const void *)(w + (size_t)b * 16 * kp + (size_t)k4 * 64));
+            /* keep it in a register: folded into each vpdpbusd as a memory operand it was
+             * loaded R times (measured: load-bound) */
+            __asm__("" : "+v"(wv[b]));
+        }
         for (int r = 0; r < R; r++) {
             int32_t v;
             memcpy(&v, a + (size_t)r * lda + 4 * k4, 4);
@@ -131,7 +171,7 @@ static inline __attribute__((always_inline)) void tile_vnni(
         const int n = nj - 16 * b;
         const __m512i bv = _mm512_maskz_loadu_epi32(lanes(n), bias + 16 * b);
         if (y8) {
-            const rq_ch c = rq_load(mul + 16 * b, add + 16 * b, n);
+            const rq_ch c = rq_load(mul + 16 * b, add + 16 * b, n, rv);
             for (int r = 0; r < R; r++)
                 _mm_mask_storeu_epi8(y8 + (size_t)r * ldy + 16 * b, lanes(n),
                                      rq16c(_mm512_add_epi32(acc[r][b], bv), &c, rv));
@@ -189,8 +229,9 @@ static void gemm_range(const uint8_t *a, size_t lda, int K, uint32_t flip, const
     const int fast = rq != NULL && (y_dt == EQ_U8 || y_dt == EQ_S8);
     uint8_t *y8 = fast ? (uint8_t *)y : NULL;
     const int64_t *mul = fast ? rq->mul : NULL, *add = fast ? rq->add : NULL;
-    const rq_vec rv = fast ? rq_setup(rq) : (rq_vec){_mm_setzero_si128(), _mm512_setzero_si512(),
-                                                    _mm512_setzero_si512()};
+    const rq_vec rv = fast ? rq_setup(rq, j0, j1)
+                           : (rq_vec){_mm_setzero_si128(), _mm512_setzero_si512(),
+                                      _mm512_setzero_si512(), 0};
 #endif
     for (int q0 = p0; q0 < p1; q0 += pb) {
         const int q1 = q0 + pb < p1 ? q0 + pb : p1;
@@ -272,7 +313,9 @@ void eq_gemm_nhwc(int rows, int m, int k, const void *a, int a_dt, const int8_t 
                   const int32_t *bias, const eq_rq *rq, void *y, int y_dt, int threads) {
     const gemm_ctx g = {(const uint8_t *)a, (size_t)k, rows, k, kp, m,
                         a_dt == EQ_S8 ? 0x80808080u : 0u, w, bias, rq, y, y_dt};
-    eq_parallel(gemm_task, (void *)&g, threads < 1 ? 1 : threads);
+    /* 4 shares per thread: a preempted thread holds back a quarter of its part only */
+    threads = threads < 1 ? 1 : threads;
+    eq_parallel_shares(gemm_task, (void *)&g, threads > 1 ? 4 * threads : 1, threads);
 }
 
 /* ---- general (group 1) convolution: im2col rows of kp bytes, taps (ky, kx, c) ---- */
@@ -402,16 +445,60 @@ static inline void tap_range(int i0, int d, int k, int n, int *k0, int *k1) {
 
 #ifdef EQ_NHWC_VNNI
 #define DW_MAX_TAPS 25
+/* OB neighbouring outputs of a 3x3 window (dilation 1, stride S; rows ky0..ky1-1 inside
+ * the image), 16 channels: each input column is loaded and widened once and feeds every
+ * output whose window covers it (3x fewer loads at stride 1). A column outside the image
+ * is a load with an all-zero mask (reads nothing, gives the zeros of the padding), so
+ * border outputs take this path too; only the first nout outputs are stored. S, OB and
+ * SG (s8 input) are constants: the loops unroll, accumulators stay in registers. */
+static inline __attribute__((always_inline)) void dw3_block(
+    const uint8_t *xb, int W, int C, int iy0, int ix0, int ky0, int ky1, const __m512i *wv,
+    __m512i bv, __mmask16 mk, const int S, const int OB, const int SG, const rq_ch *rc,
+    const rq_vec *rv, uint8_t *yp, int nout) {
+    __m512i acc[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < OB; j++) acc[j] = bv;
+    for (int ky = 0; ky < 3; ky++) {
+        if (ky < ky0 || ky >= ky1) continue;
+        const __m512i w0 = wv[ky * 3], w1 = wv[ky * 3 + 1], w2 = wv[ky * 3 + 2];
+        const uint8_t *xr = xb + (size_t)(iy0 + ky) * W * C;
+        __m512i xv[(8 - 1) * 2 + 3];
+#pragma GCC unroll 17
+        for (int col = 0; col < (OB - 1) * S + 3; col++) {
+            const int ix = ix0 + col;
+            const unsigned in = 0u - (unsigned)((unsigned)ix < (unsigned)W); /* all ones inside */
+            const __m128i raw = _mm_maskz_loadu_epi8((__mmask16)(mk & in),
+                                                     xr + (size_t)((unsigned)ix & in) * C);
+            xv[col] = SG ? _mm512_cvtepi8_epi32(raw) : _mm512_cvtepu8_epi32(raw);
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < OB; j++) {
+            acc[j] = _mm512_dpwssd_epi32(acc[j], xv[j * S], w0);
+            acc[j] = _mm512_dpwssd_epi32(acc[j], xv[j * S + 1], w1);
+            acc[j] = _mm512_dpwssd_epi32(acc[j], xv[j * S + 2], w2);
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < OB; j++)
+        if (j < nout) _mm_mask_storeu_epi8(yp + (size_t)j * C, mk, rq16c(acc[j], rc, rv));
+}
+
+/* dw3_block at stride 1, OB outputs, SG chosen at run time */
+#define DW3(OB)                                                                          \
+    do {                                                                                 \
+        const int nout = OW - ox < OB ? OW - ox : OB;                                    \
+        if (sgn)                                                                         \
+            dw3_block(xb + cb, W, C, iy0, ix0, ky0, ky1, wv, bv, mk, 1, OB, 1, &rc, rv, yo, nout); \
+        else                                                                             \
+            dw3_block(xb + cb, W, C, iy0, ix0, ky0, ky1, wv, bv, mk, 1, OB, 0, &rc, rv, yo, nout); \
+    } while (0)
 /* One output row, 16 channels [cb, cb+nc) at a time, the block's weights in registers:
  * lanes of x (u8 zero- / s8 sign-extended) times lanes (w, 0) by vpdpwssd = x*w exactly. */
-static void dw_row_vnni(const dw_ctx *d, int ni, int oy, const rq_vec *rv) {
+static void dw_rows_vnni(const dw_ctx *d, int r0, int r1, const rq_vec *rv) {
     const eq_conv_shape *s = d->s;
     const int C = s->c, H = s->h, W = s->w, OW = s->ow, KH = s->kh, KW = s->kw;
-    const int DH = s->dh, DW = s->dw, iy0 = oy * s->sh - s->pt, sgn = d->x_dt == EQ_S8;
-    int ky0, ky1;
-    tap_range(iy0, DH, KH, H, &ky0, &ky1);
-    const uint8_t *xb = (const uint8_t *)d->x + (size_t)ni * H * W * C;
-    uint8_t *yr = (uint8_t *)d->y + ((size_t)ni * s->oh + oy) * OW * C;
+    const int DH = s->dh, DW = s->dw, sgn = d->x_dt == EQ_S8;
+    /* channel blocks outside the rows: a block's weights and constants are set up once */
     for (int cb = 0; cb < C; cb += 16) {
         const int nc = C - cb < 16 ? C - cb : 16;
         const __mmask16 mk = lanes(nc);
@@ -419,11 +506,30 @@ static void dw_row_vnni(const dw_ctx *d, int ni, int oy, const rq_vec *rv) {
         for (int t = 0; t < KH * KW; t++)
             wv[t] = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, d->w + (size_t)t * C + cb));
         const __m512i bv = _mm512_maskz_loadu_epi32(mk, d->bias + cb);
-        const rq_ch rc = rq_load(d->rq->mul + cb, d->rq->add + cb, nc);
+        const rq_ch rc = rq_load(d->rq->mul + cb, d->rq->add + cb, nc, rv);
+      for (int r = r0; r < r1; r++) {
+        const int ni = r / s->oh, oy = r % s->oh, iy0 = oy * s->sh - s->pt;
+        int ky0, ky1;
+        tap_range(iy0, DH, KH, H, &ky0, &ky1);
+        const uint8_t *xb = (const uint8_t *)d->x + (size_t)ni * H * W * C;
+        uint8_t *yr = (uint8_t *)d->y + ((size_t)ni * s->oh + oy) * OW * C;
         const size_t xs = (size_t)s->sw * C; /* x step between neighbouring outputs */
+        /* 3x3 stride 1: column reuse (stride 2 measured faster on the 4-output path) */
+        const int k33 = KH == 3 && KW == 3 && DW == 1 && s->sw == 1;
         int ox = 0;
         for (; ox < OW; ox++) {
             const int ix0 = ox * s->sw - s->pl;
+            uint8_t *yo = yr + (size_t)ox * C + cb;
+            if (k33 && s->sw == 1 && OW >= 8) {
+                DW3(8);
+                ox += 7;
+                continue;
+            }
+            if (k33) {
+                DW3(4);
+                ox += 3;
+                continue;
+            }
             if (ox + 4 <= OW && ix0 >= 0 && ix0 + 3 * s->sw + (KW - 1) * DW < W) {
                 /* 4 interior outputs: 4 independent accumulator chains */
                 __m512i a0 = bv, a1 = bv, a2 = bv, a3 = bv;
@@ -453,17 +559,23 @@ static void dw_row_vnni(const dw_ctx *d, int ni, int oy, const rq_vec *rv) {
             }
             int kx0, kx1;
             tap_range(ix0, DW, KW, W, &kx0, &kx1);
-            __m512i acc = bv;
+            __m512i acc = bv, acc2 = _mm512_setzero_si512(); /* two chains: half the latency */
+            int odd = 0;
             for (int ky = ky0; ky < ky1; ky++) {
                 const uint8_t *xr = xb + ((size_t)(iy0 + ky * DH) * W + ix0) * C + cb;
-                for (int kx = kx0; kx < kx1; kx++) {
+                for (int kx = kx0; kx < kx1; kx++, odd ^= 1) {
                     const __m128i raw = _mm_maskz_loadu_epi8(mk, xr + (size_t)kx * DW * C);
                     const __m512i xv = sgn ? _mm512_cvtepi8_epi32(raw) : _mm512_cvtepu8_epi32(raw);
-                    acc = _mm512_dpwssd_epi32(acc, xv, wv[ky * KW + kx]);
+                    if (odd)
+                        acc2 = _mm512_dpwssd_epi32(acc2, xv, wv[ky * KW + kx]);
+                    else
+                        acc = _mm512_dpwssd_epi32(acc, xv, wv[ky * KW + kx]);
                 }
             }
+            acc = _mm512_add_epi32(acc, acc2);
             _mm_mask_storeu_epi8(yr + (size_t)ox * C + cb, mk, rq16c(acc, &rc, rv));
         }
+      }
     }
 }
 #endif
@@ -478,8 +590,8 @@ static void dw_task(void *arg, int t, int nt) {
     const int r0 = t * share, r1 = r0 + share < rows ? r0 + share : rows;
 #ifdef EQ_NHWC_VNNI
     if (d->rq != NULL && (d->y_dt == EQ_U8 || d->y_dt == EQ_S8) && KH * KW <= DW_MAX_TAPS) {
-        const rq_vec rv = rq_setup(d->rq);
-        for (int r = r0; r < r1; r++) dw_row_vnni(d, r / OH, r % OH, &rv);
+        const rq_vec rv = rq_setup(d->rq, 0, C);
+        if (r0 < r1) dw_rows_vnni(d, r0, r1, &rv);
         return;
     }
 #endif
@@ -505,11 +617,44 @@ void eq_dw_nhwc(const eq_conv_shape *s, const void *x, int x_dt, const int16_t *
                 const int32_t *bias, const eq_rq *rq, void *y, int y_dt, int32_t *acc,
                 int threads) {
     const dw_ctx d = {s, x, x_dt, w, bias, rq, y, y_dt, acc};
-    eq_parallel(dw_task, (void *)&d, threads < 1 ? 1 : threads);
+    threads = threads < 1 ? 1 : threads;
+    int shares = threads; /* the portable loop's scratch is per share */
+#ifdef EQ_NHWC_VNNI
+    if (rq != NULL && (y_dt == EQ_U8 || y_dt == EQ_S8) && s->kh * s->kw <= DW_MAX_TAPS)
+        shares = threads > 1 ? 4 * threads : 1; /* no scratch: finer shares (eq_threads.c) */
+#endif
+    eq_parallel_shares(dw_task, (void *)&d, shares, threads);
 }
 
 /* ---- LayoutConvert: y = transpose(x, perm) of a 4-D tensor of element size es ---- */
+/* NCHW -> NHWC of bytes (perm 0, 2, 3, 1; the model input before the first conv): one
+ * contiguous read per channel plane, stores C bytes apart (measured 5x the general loop
+ * for C = 3) */
+static void nchw_to_nhwc8(const uint8_t *x, int n, int c, size_t hw, uint8_t *y) {
+    for (int ni = 0; ni < n; ni++, x += (size_t)c * hw, y += (size_t)c * hw) {
+        if (c == 3) { /* RGB: one interleaving pass (gcc vectorises it) */
+            const uint8_t *r = x, *g = x + hw, *b = x + 2 * hw;
+            for (size_t p = 0; p < hw; p++) {
+                y[3 * p] = r[p];
+                y[3 * p + 1] = g[p];
+                y[3 * p + 2] = b[p];
+            }
+            continue;
+        }
+        for (int ci = 0; ci < c; ci++) {
+            const uint8_t *src = x + (size_t)ci * hw;
+            uint8_t *dst = y + ci;
+            for (size_t p = 0; p < hw; p++) dst[p * (size_t)c] = src[p];
+        }
+    }
+}
+
 void eq_transpose4(const void *x, size_t es, const int *shape, const int *perm, void *y) {
+    if (es == 1 && perm[0] == 0 && perm[1] == 2 && perm[2] == 3 && perm[3] == 1) {
+        nchw_to_nhwc8((const uint8_t *)x, shape[0], shape[1], (size_t)shape[2] * shape[3],
+                      (uint8_t *)y);
+        return;
+    }
     size_t st[4], acc = 1;
     for (int i = 3; i >= 0; i--) st[i] = acc, acc *= (size_t)shape[i];
     const int d0 = shape[perm[0]], d1 = shape[perm[1]], d2 = shape[perm[2]], d3 = shape[perm[3]];
