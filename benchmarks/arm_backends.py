@@ -25,8 +25,6 @@ are deterministic, so there is nothing to repeat. Writes
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -34,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from edgeq.engine.tensor_io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "arm_backends.json"
@@ -158,15 +158,6 @@ def format_model(name: str, data: dict) -> str:
         lines.append(f"{'':19}{r['node'][:24]:24} {r['op'][:14]:14} {r['c'] / 1e3:10.1f} {a} "
                      f"{r['best']}")
     return "\n".join(lines)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically: never leave a half-written results file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from edgeq.engine.tensor_io import write_json
 from edgeq.errors import ConfigError, EdgeqError
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "landmarks_deployed.json"
@@ -118,15 +117,6 @@ def format_table(result: dict) -> str:
         lines.append(f"FP NME of the run {result['fp_nme']:.2f}; {result['n_test']} test faces; "
                      "points computed by the program (post-processing in C)")
     return "\n".join(lines)
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+from edgeq.engine.tensor_io import write_json
 from edgeq.errors import ConfigError, EdgeqError
 from edgeq.lab.config import PipelineConfig
 from edgeq.lab.pipeline import CALIBRATION_SAMPLES, input_spec
@@ -173,15 +174,6 @@ def format_table(rows: list[dict], baselines: dict, n_seeds: int) -> str:
     lines.append(f"baselines (test set): mean parameters {baselines['mean']['nme']:.2f}, "
                  f"true pose with α=0 {baselines['oracle_pose']['nme']:.2f}; {n_seeds} seed(s)")
     return "\n".join(lines)
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 # -- merging files of separate processes -------------------------------------------------

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import statistics
@@ -45,6 +44,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from edgeq.engine.tensor_io import write_json
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "latency.json"
 PEERS = ("edgeq C", "ORT int8", "ORT FP32", "torch FP32")
@@ -345,15 +346,6 @@ def environment() -> dict:
     return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "python": platform.python_version(), "machine": platform.machine(),
             "processor": platform.processor() or "unknown", "cpus": os.cpu_count()}
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically: never leave a half-written results file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

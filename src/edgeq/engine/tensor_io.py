@@ -20,6 +20,7 @@ renamed over the target only once complete.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -248,6 +249,13 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def write_json(path: str | os.PathLike, data, indent: int = 2) -> None:
+    """``data`` as JSON in ``path`` (parent folders made), atomically by :func:`write_atomic`."""
+    text = (json.dumps(data, indent=indent) + "\n").encode()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda f: f.write(text))
 
 
 def _remove_quietly(path: str) -> None:

@@ -14,7 +14,7 @@ import io
 import json
 from pathlib import Path
 
-from edgeq.engine.tensor_io import write_atomic
+from edgeq.engine.tensor_io import write_atomic, write_json
 from edgeq.errors import ConfigError
 from edgeq.lab.experiment.design import Design, RunSpec
 
