@@ -4,6 +4,8 @@ verbatim copy of the old code)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -105,3 +107,30 @@ def test_ana_quantiser_step_equals_the_old_code(sigma):
         outs.append((y.detach(), xx.grad))
     for new, ref in zip(*outs, strict=True):
         assert _equal(new, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("r", RANGES, ids=str)
+def test_ana_uniform_expectation_fast_path_equals_the_old_code(r, dtype):
+    """The uniform-noise expectation (its own code path) over every σ whose window it
+    takes, dense and windowed ranges, μ, per-tensor and per-channel ε, tiny to huge inputs."""
+    g = _x(11, (4, 3, 5, 5), 1.0).to(dtype)
+    cases = 0
+    for sigma in (0.05, 0.3, 0.5, 1.0, 1.7, 2.0):
+        for mu, per_channel, scale in ((0.0, False, 0.5), (0.3, True, 20.0), (-0.2, False, 400.0)):
+            window = min(r.n_levels - 1, 2 * (math.ceil(sigma / r.step) + 1) + 1)
+            assert ana.uniform_fast_path(r, sigma, dtype) == (window < 8
+                                                              and dtype == torch.float32)
+            x = _x(int(sigma * 10) + int(scale), (4, 3, 5, 5), scale).to(dtype)
+            eps = (torch.tensor([0.7, 1.0, 1.3], dtype=dtype) if per_channel
+                   else torch.tensor(0.9, dtype=dtype))
+            outs = []
+            for fn in (ana.AnaQuantFn, old.AnaQuantFn):
+                xx = x.clone().requires_grad_(True)
+                y = fn.apply(xx, eps, mu, sigma, r, 1, "uniform", "expectation")
+                y.backward(g)
+                outs.append((y.detach(), xx.grad))
+            for new, ref in zip(*outs, strict=True):
+                assert _equal(new, ref), (sigma, mu, per_channel, scale)
+            cases += ana.uniform_fast_path(r, sigma, dtype)
+    assert cases > 0 or dtype != torch.float32  # the fast path ran
