@@ -28,7 +28,9 @@ further below count as crossed, those further above as not crossed.
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -258,6 +260,35 @@ def hard_units(v: torch.Tensor, r: IntRange) -> torch.Tensor:
 _SUM_ORDER_4 = (0, 4, 5, 6, 1, 2, 3)
 
 
+class _Scratch(threading.local):
+    """Reusable per-thread scratch tensors for the [J, *v.shape] window terms.
+
+    Those terms are temporaries (the backward keeps only dE[q]/dv), several times the size
+    of the activation: allocated afresh every call, each one is new memory the kernel has
+    to fault in page by page, which cost more than the arithmetic on it. Keyed by shape,
+    dtype and device; a handful of shapes per network, cleared if there are ever many.
+    """
+
+    MAX_KEYS = 32
+
+    def __init__(self) -> None:
+        self.buffers: dict[tuple, list[torch.Tensor]] = {}
+
+    def get(self, shape: tuple[int, ...], like: torch.Tensor, count: int) -> list[torch.Tensor]:
+        key = (shape, like.dtype, like.device)
+        found = self.buffers.get(key)
+        if found is None:
+            if len(self.buffers) >= self.MAX_KEYS:
+                self.buffers.clear()
+            found = [torch.empty(shape, dtype=like.dtype, device=like.device)
+                     for _ in range(count)]
+            self.buffers[key] = found
+        return found
+
+
+_SCRATCH = _Scratch()
+
+
 def uniform_fast_path(r: IntRange, sigma: float, dtype) -> bool:
     """True when :func:`uniform_expectation` applies (with uniform noise and the
     expectation strategy): σ > 0 and the window-first layout (:func:`_window_first_applies`)."""
@@ -288,18 +319,18 @@ def uniform_expectation(v: torch.Tensor, r: IntRange, sigma: float, with_derivat
     """
     n_thr = r.n_levels - 1
     reach = _reach(sigma, NOISES["uniform"], r, v.dtype)
-    lead = (-1,) + (1,) * v.dim()
-    if 2 * reach + 1 >= n_thr:  # dense: every threshold, all valid, none below
-        t = torch.arange(n_thr, device=v.device, dtype=v.dtype).view(lead)
-        t = r.lo + r.step * (t + 0.5)
-        d, valid, below = v - t, None, torch.zeros_like(v)
+    dense = 2 * reach + 1 >= n_thr
+    d, valid, inside = _SCRATCH.get((n_thr if dense else 2 * reach + 1, *v.shape), v, 3)
+    if dense:  # every threshold, all valid, none below
+        torch.sub(v, _dense_thresholds(r, v.dtype, v.device, v.dim()), out=d)
+        valid = below = None
     else:
         centre = v if r.lo == 0 else v - r.lo
         centre = centre if r.step == 1 else centre / r.step
         centre = (centre - 0.5).floor_()  # highest threshold index with t_i <= v
-        half = torch.arange(-reach, reach + 1, device=v.device, dtype=v.dtype).add_(0.5)
-        d = centre + half.view(lead)  # i + 1/2 for the 2·reach + 1 thresholds near v
-        valid = torch.clamp(d, 0.5, n_thr - 0.5)
+        # i + 1/2 for the thresholds near v
+        torch.add(centre, _half_offsets(reach, v.dtype, v.device, v.dim()), out=d)
+        torch.clamp(d, 0.5, n_thr - 0.5, out=valid)
         torch.eq(valid, d, out=valid)
         below = centre.sub_(reach).clamp_(0, n_thr)
         if r.step != 1:
@@ -311,28 +342,56 @@ def uniform_expectation(v: torch.Tensor, r: IntRange, sigma: float, with_derivat
         d.div_(sigma)  # z
     derivative = None
     if with_derivative:
-        inside = d.abs()
+        torch.abs(d, out=inside)
         torch.le(inside, 1.0, out=inside)
         if valid is not None:
             inside.mul_(valid)
-        derivative = r.step * inside.sum(0).mul_(0.5) / sigma
+        derivative = inside.sum(0).mul_(0.5)
+        if r.step != 1:
+            derivative = r.step * derivative
+        if sigma != 1.0:
+            derivative = derivative / sigma
     d.add_(1.0).clamp_(0.0, 2.0)  # 2·F(z)
     if valid is not None:
         d.mul_(valid)
-    crossed = _sum_window_first(d).mul_(0.5)
-    return r.lo + r.step * (below + crossed), derivative
+    twice_crossed = _sum_window_first(d)
+    if below is None:  # dense: 0 + crossed is crossed
+        q = twice_crossed.mul_(0.5)
+    else:  # below + crossed; the product by 1/2 is exact, so the one rounding is the sum's
+        q = below.add_(twice_crossed, alpha=0.5)
+    if r.step != 1:
+        q.mul_(r.step)
+    if r.lo != 0:
+        q.add_(r.lo)  # q >= 0 here (never -0), so lo = 0 may be skipped
+    return q, derivative
+
+
+@functools.lru_cache(maxsize=64)
+def _half_offsets(reach: int, dtype: torch.dtype, device: torch.device, ndim: int):
+    """o + 1/2 for o = -reach .. reach, shaped [J, 1, ..., 1] against an ndim tensor
+    (cached: a constant, read-only)."""
+    half = torch.arange(-reach, reach + 1, device=device, dtype=dtype).add_(0.5)
+    return half.view((-1,) + (1,) * ndim)
+
+
+@functools.lru_cache(maxsize=64)
+def _dense_thresholds(r: IntRange, dtype: torch.dtype, device: torch.device, ndim: int):
+    """All thresholds lo + s·(i + 1/2), shaped [K-1, 1, ..., 1] (cached, read-only)."""
+    idx = torch.arange(r.n_levels - 1, device=device, dtype=dtype)
+    return (r.lo + r.step * (idx + 0.5)).view((-1,) + (1,) * ndim)
 
 
 def _sum_window_first(t: torch.Tensor) -> torch.Tensor:
     """:func:`_window_sum` of a window-first tensor of non-negative terms (no -0): its
     0 + t_k seeds are then exact no-ops, leaving one fixed order of additions."""
-    n = t.shape[0]
-    order = [k for k in _SUM_ORDER_4 if k < n] if n >= 4 else list(range(n))
+    terms = t.unbind(0)
+    n = len(terms)
     if n == 1:
-        return t[0].clone()
-    total = t[order[0]] + t[order[1]]
+        return terms[0].clone()
+    order = [k for k in _SUM_ORDER_4 if k < n] if n >= 4 else list(range(n))
+    total = terms[order[0]] + terms[order[1]]
     for k in order[2:]:
-        total.add_(t[k])
+        total.add_(terms[k])
     return total
 
 
@@ -342,19 +401,22 @@ class AnaQuantFn(Function):
     @staticmethod
     def forward(ctx, x, eps, mu: float, sigma: float, r, channel_dim, noise_name, strategy):
         e = expand_eps(eps, x, channel_dim)
-        v = torch.div(x, e).add_(mu)  # x/ε + μ, the sum in place on the fresh quotient
         noise = NOISES[noise_name]
         ctx.r, ctx.sigma, ctx.noise = r, sigma, noise
         ctx.kind = "derivative"
+        v = torch.div(x, e)
+        if (strategy == "expectation" and noise_name == "uniform"
+                and uniform_fast_path(r, sigma, v.dtype)):
+            # v + 0 would only turn -0 into +0, which no step of the fast path tells apart
+            v = v.add_(mu) if mu != 0.0 else v
+            q, derivative = uniform_expectation(v, r, sigma, ctx.needs_input_grad[0])
+            ctx.save_for_backward(derivative)
+            return q.mul_(e) if e.dtype == q.dtype else e * q  # q is a fresh temporary
+        v.add_(mu)  # x/ε + μ, the sum in place on the fresh quotient
         if sigma <= 0.0:
             # straight through inside the range: a float 0/1 mask multiplies as the bool did
             ctx.save_for_backward(in_range_indicator(x, eps, r, channel_dim))
             return e * hard_units(v, r)
-        if (strategy == "expectation" and noise_name == "uniform"
-                and uniform_fast_path(r, sigma, v.dtype)):
-            q, derivative = uniform_expectation(v, r, sigma, ctx.needs_input_grad[0])
-            ctx.save_for_backward(derivative)
-            return e * q
         ctx.kind = strategy
         if strategy == "expectation":
             # the backward needs the same window: keep z and the mask, not recompute them

@@ -58,8 +58,10 @@ class Quantiser(nn.Module):
     @torch.no_grad()
     def set_eps(self, eps: torch.Tensor) -> None:
         """Overwrite ε (e.g. harmonisation); marks the quantiser initialised."""
-        eps = torch.as_tensor(eps).detach().expand(self.eps_shape).clone()
-        self._store_eps(eps)
+        eps = torch.as_tensor(eps).detach()
+        if eps.shape != self.eps_shape:
+            eps = eps.expand(self.eps_shape)
+        self._store_eps(eps)  # every _store_eps copies into its own tensor
         self.initialised.fill_(True)
 
     def initialise(self, a: torch.Tensor, b: torch.Tensor) -> None:
