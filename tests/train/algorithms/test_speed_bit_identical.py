@@ -4,6 +4,7 @@ verbatim copy of the old code)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -134,3 +135,30 @@ def test_ana_uniform_expectation_fast_path_equals_the_old_code(r, dtype):
                 assert _equal(new, ref), (sigma, mu, per_channel, scale)
             cases += ana.uniform_fast_path(r, sigma, dtype)
     assert cases > 0 or dtype != torch.float32  # the fast path ran
+
+
+@pytest.mark.parametrize("r", RANGES, ids=str)
+def test_pact_one_element_bound_equals_the_old_code(r):
+    """The per-tensor bound (ε as a Python number) at the corners of the chain rule:
+    b = 0, |b| below MIN_BOUND, negative b, and with and without gradient clipping."""
+    spec = QuantSpec(algorithm="pact", n_levels=r.n_levels, signed=r.lo < 0)
+    x = _x(5, (6, 5, 4, 3), 3.0)
+    g = _x(6, (6, 5, 4, 3), 1.0)
+    for bound in (0.0, -0.0, 1e-13, -1e-13, -2.0, 0.7, 3.0, 1e-12):
+        for clip in (True, False):
+            results = []
+            for module in (True, False):
+                xx = x.clone().requires_grad_(True)
+                b = torch.tensor(bound, requires_grad=True)
+                if module:
+                    q = pact.PactQuantiser(dataclasses.replace(
+                        spec, params=PactParams(clip_gradient=clip)))
+                    with torch.no_grad():
+                        q.bound.copy_(b)
+                    y, b = q(xx), q.bound
+                else:
+                    y = old.PactQuantFn.apply(xx, b.abs().clamp_min(old.MIN_BOUND), r, 0, clip)
+                y.backward(g)
+                results.append((y.detach(), xx.grad, b.grad))
+            for new, ref in zip(*results, strict=True):
+                assert _equal(new, ref), (bound, clip)
