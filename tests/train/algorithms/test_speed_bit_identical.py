@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from edgeq.numerics.intrange import IntRange
 from edgeq.train.algorithms import ana, pact
+from edgeq.train.quantiser import eps_covering
 from edgeq.train.spec import AnaParams, AnnealSpec, PactParams, QuantSpec
 from tests.train.algorithms import old_quant_fns as old
 
@@ -162,3 +163,17 @@ def test_pact_one_element_bound_equals_the_old_code(r):
                 results.append((y.detach(), xx.grad, b.grad))
             for new, ref in zip(*results, strict=True):
                 assert _equal(new, ref), (bound, clip)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_eps_covering_equals_the_old_code(dtype):
+    """The weight re-fit's ε (fewer ops since) at the fallback corners: zero, negative,
+    NaN and infinite bounds, subnormals; per tensor and per channel."""
+    a = torch.tensor([-1.0, 0.0, -0.0, math.nan, -math.inf, 2.0, -3.0, 0.0, 1e-45, -5.0, -1e30],
+                     dtype=dtype)
+    b = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, math.inf, -1.0, -0.0, 1e-45, math.nan, 1e30],
+                     dtype=dtype)
+    for r in RANGES:
+        assert _equal(eps_covering(a, b, r), old.eps_covering(a, b, r))
+        for i in range(len(a)):
+            assert _equal(eps_covering(a[i], b[i], r), old.eps_covering(a[i], b[i], r))

@@ -62,7 +62,8 @@ class Quantiser(nn.Module):
         if eps.shape != self.eps_shape:
             eps = eps.expand(self.eps_shape)
         self._store_eps(eps)  # every _store_eps copies into its own tensor
-        self.initialised.fill_(True)
+        if not bool(self.initialised):  # weight ε is re-set every step: read, don't write
+            self.initialised.fill_(True)
 
     def initialise(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Set ε from an observed interval [a, b]: the smallest grid covering it."""
