@@ -193,8 +193,9 @@ def _clip_values(eps: torch.Tensor, x: torch.Tensor, r: IntRange, channel_dim: i
 
 
 def _inside(below: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
-    """1 - below - above: 1.0 inside the range (the 0/1 masks never overlap)."""
-    return (below + above).neg_().add_(1.0)
+    """1 - below - above: 1.0 inside the range (the 0/1 masks never overlap), +0 outside,
+    in two ops: (1 - below) - above."""
+    return torch.rsub(below, 1.0).sub_(above)
 
 
 def _bound_derivative(below: torch.Tensor, above: torch.Tensor, r: IntRange) -> torch.Tensor:
