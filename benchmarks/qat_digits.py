@@ -58,7 +58,7 @@ class Config:
     batch_size: int = 64
     fp_lr: float = 3e-3
     qat_lr: float = 1e-3
-    timing_steps: int = 60
+    timing_steps: int = 200  # medians over 40 interleaved rounds: the machine is shared
     train_subset: int | None = None  # use only the first N training images (smoke runs)
 
     @classmethod

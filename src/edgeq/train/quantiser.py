@@ -18,6 +18,9 @@ A fake-quantised tensor is ``x̃ = ε·x̂`` with ``x̂`` in an :class:`IntRange
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 
 from edgeq.numerics.intrange import IntRange
@@ -58,8 +61,17 @@ def eps_covering(a: torch.Tensor, b: torch.Tensor, r: IntRange) -> torch.Tensor:
     eps = torch.clamp(b / r.hi, min=0.0)
     if r.lo < 0:
         eps = torch.maximum(eps, a / r.lo)
-    fallback = torch.full_like(eps, FALLBACK_BOUND / bound_divisor(r))
-    return torch.where(torch.isfinite(eps) & (eps > 0), eps, fallback)
+    # 0 < ε < inf is "finite and positive" (NaN fails both); weight ε is re-fitted every
+    # step, so this takes as few tensor ops as it can
+    usable = torch.gt(eps, 0.0).logical_and_(torch.lt(eps, math.inf))
+    return torch.where(usable, eps, _constant(FALLBACK_BOUND / bound_divisor(r), eps.dtype,
+                                              eps.device))
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A cached 0-dim constant (read-only), instead of a new scalar tensor per call."""
+    return torch.tensor(value, dtype=dtype, device=device)
 
 
 def _as_float(t) -> torch.Tensor:

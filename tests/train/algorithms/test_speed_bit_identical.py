@@ -4,6 +4,9 @@ verbatim copy of the old code)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -11,6 +14,7 @@ from hypothesis import strategies as st
 
 from edgeq.numerics.intrange import IntRange
 from edgeq.train.algorithms import ana, pact
+from edgeq.train.quantiser import eps_covering
 from edgeq.train.spec import AnaParams, AnnealSpec, PactParams, QuantSpec
 from tests.train.algorithms import old_quant_fns as old
 
@@ -105,3 +109,71 @@ def test_ana_quantiser_step_equals_the_old_code(sigma):
         outs.append((y.detach(), xx.grad))
     for new, ref in zip(*outs, strict=True):
         assert _equal(new, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("r", RANGES, ids=str)
+def test_ana_uniform_expectation_fast_path_equals_the_old_code(r, dtype):
+    """The uniform-noise expectation (its own code path) over every σ whose window it
+    takes, dense and windowed ranges, μ, per-tensor and per-channel ε, tiny to huge inputs."""
+    g = _x(11, (4, 3, 5, 5), 1.0).to(dtype)
+    cases = 0
+    for sigma in (0.05, 0.3, 0.5, 1.0, 1.7, 2.0):
+        for mu, per_channel, scale in ((0.0, False, 0.5), (0.3, True, 20.0), (-0.2, False, 400.0)):
+            window = min(r.n_levels - 1, 2 * (math.ceil(sigma / r.step) + 1) + 1)
+            assert ana.uniform_fast_path(r, sigma, dtype) == (window < 8
+                                                              and dtype == torch.float32)
+            x = _x(int(sigma * 10) + int(scale), (4, 3, 5, 5), scale).to(dtype)
+            eps = (torch.tensor([0.7, 1.0, 1.3], dtype=dtype) if per_channel
+                   else torch.tensor(0.9, dtype=dtype))
+            outs = []
+            for fn in (ana.AnaQuantFn, old.AnaQuantFn):
+                xx = x.clone().requires_grad_(True)
+                y = fn.apply(xx, eps, mu, sigma, r, 1, "uniform", "expectation")
+                y.backward(g)
+                outs.append((y.detach(), xx.grad))
+            for new, ref in zip(*outs, strict=True):
+                assert _equal(new, ref), (sigma, mu, per_channel, scale)
+            cases += ana.uniform_fast_path(r, sigma, dtype)
+    assert cases > 0 or dtype != torch.float32  # the fast path ran
+
+
+@pytest.mark.parametrize("r", RANGES, ids=str)
+def test_pact_one_element_bound_equals_the_old_code(r):
+    """The per-tensor bound (ε as a Python number) at the corners of the chain rule:
+    b = 0, |b| below MIN_BOUND, negative b, and with and without gradient clipping."""
+    spec = QuantSpec(algorithm="pact", n_levels=r.n_levels, signed=r.lo < 0)
+    x = _x(5, (6, 5, 4, 3), 3.0)
+    g = _x(6, (6, 5, 4, 3), 1.0)
+    for bound in (0.0, -0.0, 1e-13, -1e-13, -2.0, 0.7, 3.0, 1e-12):
+        for clip in (True, False):
+            results = []
+            for module in (True, False):
+                xx = x.clone().requires_grad_(True)
+                b = torch.tensor(bound, requires_grad=True)
+                if module:
+                    q = pact.PactQuantiser(dataclasses.replace(
+                        spec, params=PactParams(clip_gradient=clip)))
+                    with torch.no_grad():
+                        q.bound.copy_(b)
+                    y, b = q(xx), q.bound
+                else:
+                    y = old.PactQuantFn.apply(xx, b.abs().clamp_min(old.MIN_BOUND), r, 0, clip)
+                y.backward(g)
+                results.append((y.detach(), xx.grad, b.grad))
+            for new, ref in zip(*results, strict=True):
+                assert _equal(new, ref), (bound, clip)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_eps_covering_equals_the_old_code(dtype):
+    """The weight re-fit's ε (fewer ops since) at the fallback corners: zero, negative,
+    NaN and infinite bounds, subnormals; per tensor and per channel."""
+    a = torch.tensor([-1.0, 0.0, -0.0, math.nan, -math.inf, 2.0, -3.0, 0.0, 1e-45, -5.0, -1e30],
+                     dtype=dtype)
+    b = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, math.inf, -1.0, -0.0, 1e-45, math.nan, 1e30],
+                     dtype=dtype)
+    for r in RANGES:
+        assert _equal(eps_covering(a, b, r), old.eps_covering(a, b, r))
+        for i in range(len(a)):
+            assert _equal(eps_covering(a[i], b[i], r), old.eps_covering(a[i], b[i], r))

@@ -58,9 +58,12 @@ class Quantiser(nn.Module):
     @torch.no_grad()
     def set_eps(self, eps: torch.Tensor) -> None:
         """Overwrite ε (e.g. harmonisation); marks the quantiser initialised."""
-        eps = torch.as_tensor(eps).detach().expand(self.eps_shape).clone()
-        self._store_eps(eps)
-        self.initialised.fill_(True)
+        eps = torch.as_tensor(eps).detach()
+        if eps.shape != self.eps_shape:
+            eps = eps.expand(self.eps_shape)
+        self._store_eps(eps)  # every _store_eps copies into its own tensor
+        if not bool(self.initialised):  # weight ε is re-set every step: read, don't write
+            self.initialised.fill_(True)
 
     def initialise(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Set ε from an observed interval [a, b]: the smallest grid covering it."""
