@@ -23,12 +23,10 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -38,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeq.data import DigitsSplits, digits_loaders, load_digits_splits
+from edgeq.engine.tensor_io import write_json
 from edgeq.errors import ConfigError
 from edgeq.models import DigitsCNN
 from edgeq.train.controller import QATController
@@ -280,15 +279,6 @@ def format_table(results: list[dict], steps: dict, n_seeds: int) -> str:
             lines.append(f"  edgeq {name:7s}  {1e3 * seconds:6.2f} ms ({seconds / fp:5.2f}x FP, "
                          f"{seconds / peer:5.2f}x torch.ao)")
     return "\n".join(lines)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically: never leave a half-written results file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
 
 
 def progress(msg: str) -> None:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
-from edgeq.engine.tensor_io import write_atomic, write_json
+from edgeq.engine.tensor_io import write_atomic
 from edgeq.errors import ConfigError
 from edgeq.lab.experiment.design import Design, RunSpec
 
@@ -99,7 +98,3 @@ def _parse(key: str, value: str):
     except ValueError:
         return value
 
-
-def write_json(path: Path, data) -> None:
-    text = (json.dumps(data, indent=2) + "\n").encode()
-    write_atomic(path, lambda f: f.write(text))
