@@ -68,7 +68,21 @@ def eps_covering(a: torch.Tensor, b: torch.Tensor, r: IntRange) -> torch.Tensor:
                                               eps.device))
 
 
-@functools.lru_cache(maxsize=64)
+def tensor_cache(maxsize: int):
+    """``functools.lru_cache`` for functions returning read-only constant tensors, bypassed
+    while ``torch.jit`` traces (ONNX export): a traced graph must not reuse a tensor that
+    another trace recorded (torch fails with "unordered_map::at")."""
+    def decorate(fn):
+        cached = functools.lru_cache(maxsize=maxsize)(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args):
+            return fn(*args) if torch.jit.is_tracing() else cached(*args)
+        return wrapper
+    return decorate
+
+
+@tensor_cache(maxsize=64)
 def _constant(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A cached 0-dim constant (read-only), instead of a new scalar tensor per call."""
     return torch.tensor(value, dtype=dtype, device=device)

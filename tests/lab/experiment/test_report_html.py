@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgeq.engine.tensor_io import write_json
 from edgeq.lab.experiment.design import Design
-from edgeq.lab.experiment.register import Register, write_json
+from edgeq.lab.experiment.register import Register
 from edgeq.lab.experiment.report import write_report
 
 T975 = {1: 12.706204736174698, 2: 4.302652729749464}  # printed tables

@@ -14,9 +14,10 @@ import io
 import json
 from pathlib import Path
 
+from edgeq.engine.tensor_io import write_json
 from edgeq.errors import ConfigError
 from edgeq.lab.experiment.design import Design
-from edgeq.lab.experiment.register import REGISTER, read_register, write_json
+from edgeq.lab.experiment.register import REGISTER, read_register
 from edgeq.lab.experiment.stats import analyse
 
 # compared and tabulated, per primary metric; cv_fq: the held-out fold (with cv only)

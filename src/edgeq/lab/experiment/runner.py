@@ -25,9 +25,10 @@ from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 
+from edgeq.engine.tensor_io import write_json
 from edgeq.errors import ConfigError, EdgeqError
 from edgeq.lab.experiment.design import Design, RunSpec
-from edgeq.lab.experiment.register import Register, write_json
+from edgeq.lab.experiment.register import Register
 
 DESIGN_FILE = "design.json"
 RESULT_FILE = "result.json"

@@ -28,7 +28,6 @@ further below count as crossed, those further above as not crossed.
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from edgeq.train.quantiser import (
     expand_eps,
     in_range_indicator,
     int_quantise,
+    tensor_cache,
 )
 
 _SQRT2 = math.sqrt(2.0)
@@ -276,6 +276,9 @@ class _Scratch(threading.local):
 
     def get(self, shape: tuple[int, ...], like: torch.Tensor, count: int) -> list[torch.Tensor]:
         key = (shape, like.dtype, like.device)
+        if torch.jit.is_tracing():  # buffers must not outlive one trace (see tensor_cache)
+            return [torch.empty(shape, dtype=like.dtype, device=like.device)
+                    for _ in range(count)]
         found = self.buffers.get(key)
         if found is None:
             if len(self.buffers) >= self.MAX_KEYS:
@@ -366,7 +369,7 @@ def uniform_expectation(v: torch.Tensor, r: IntRange, sigma: float, with_derivat
     return q, derivative
 
 
-@functools.lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _half_offsets(reach: int, dtype: torch.dtype, device: torch.device, ndim: int):
     """o + 1/2 for o = -reach .. reach, shaped [J, 1, ..., 1] against an ndim tensor
     (cached: a constant, read-only)."""
@@ -374,7 +377,7 @@ def _half_offsets(reach: int, dtype: torch.dtype, device: torch.device, ndim: in
     return half.view((-1,) + (1,) * ndim)
 
 
-@functools.lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _dense_thresholds(r: IntRange, dtype: torch.dtype, device: torch.device, ndim: int):
     """All thresholds lo + s·(i + 1/2), shaped [K-1, 1, ..., 1] (cached, read-only)."""
     idx = torch.arange(r.n_levels - 1, device=device, dtype=dtype)

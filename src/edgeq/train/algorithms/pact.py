@@ -16,8 +16,6 @@ gradient is summed over everything (per tensor) or over all but ``channel_dim``.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 from torch import nn
@@ -34,6 +32,7 @@ from edgeq.train.quantiser import (
     fake_quantise,
     indicator,
     reduce_to_channels,
+    tensor_cache,
 )
 
 # Smallest bound magnitude used, so that ε never reaches 0.
@@ -167,7 +166,7 @@ def _pact_forward(x, bound, r: IntRange, channel_dim: int):
     lo, hi = _clip_values(eps, x, r, channel_dim)
     below, above = indicator(torch.lt, x, lo), indicator(torch.ge, x, hi)
     e = expand_eps(eps, x, channel_dim)
-    if r.step != 1 or e.dtype != x.dtype:
+    if r.step != 1 or e.dtype != x.dtype or torch.jit.is_tracing():  # ONNX has no addcdiv
         return fake_quantise(x, eps, r, channel_dim), below, above
     # x/ε + 1/2 in one op: addcdiv computes 0.5 + 1·x/ε, the quotient rounded on its own
     # (tested equal to the two ops), then floor, clip and ·ε in place
@@ -175,7 +174,7 @@ def _pact_forward(x, bound, r: IntRange, channel_dim: int):
     return q.mul_(e), below, above
 
 
-@functools.lru_cache(maxsize=8)
+@tensor_cache(maxsize=8)
 def _half(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A 0-dim 1/2 (a cached, read-only constant)."""
     return torch.tensor(0.5, dtype=dtype, device=device)
