@@ -10,6 +10,7 @@ from PIL import Image
 from edgeq.apps.landmarks import LandmarkApp, run_cli
 from edgeq.cli import main
 from edgeq.data.face3d import MorphableModel, ParamWhitening, generate
+from tests.apps.test_landmarks_app import landmarks_by_hand
 from tests.landmarks_demo import TINY_SIZE, require_tool
 
 C_POINT_ATOL = 2e-5  # px: C vs Python post-processing, ≤ 1-2 float32 ulps of a 32 px crop
@@ -25,19 +26,10 @@ def face(landmark_demo, tmp_path_factory):
 
 
 def by_hand(out62, eps, wh, mm, size):
-    """De-whitening and 3DDFA's reconstruction point by point, float64."""
+    """De-whitening (float64), then 3DDFA's reconstruction point by point."""
     p = [float(o) * float(e) * float(s) + float(m)
          for o, e, s, m in zip(out62, np.broadcast_to(eps, (62,)), wh.std, wh.mean, strict=True)]
-    pts = np.zeros((2, 68))
-    for k in range(68):
-        X = [float(mm.u[3 * k + c, 0])
-             + sum(float(mm.w_shp[3 * k + c, j]) * p[12 + j] for j in range(40))
-             + sum(float(mm.w_exp[3 * k + c, j]) * p[52 + j] for j in range(10))
-             for c in range(3)]
-        v0 = p[0] * X[0] + p[1] * X[1] + p[2] * X[2] + p[3]
-        v1 = p[4] * X[0] + p[5] * X[1] + p[6] * X[2] + p[7]
-        pts[:, k] = [(v0 - 1) * size / 120, (120 - v1) * size / 120]
-    return pts
+    return landmarks_by_hand(p, mm, size)
 
 
 def test_cli_on_the_demo_tq_model(landmark_demo, face, tmp_path, capsys):
