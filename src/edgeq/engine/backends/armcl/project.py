@@ -334,20 +334,12 @@ def _built(prep: Prepared, target: str, batch: int) -> tuple[Path, object]:
         return out, mplan
     if "armcl" in prep.assignment.values():
         require_acl()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with cproj.atomic_dir(out) as tmp:
         write_sources(prep.graph, mplan, prep.assignment, tmp, t)
         if "armcl" in prep.assignment.values():
             build(tmp, t)
         else:
             cproj.build(tmp, t)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out, mplan
 
 
@@ -367,18 +359,10 @@ def compile_mixed(graph: Graph, out_dir, backend: str | BackendSpec = "default=a
     if "armcl" in prep.assignment.values():
         require_acl()
     built, mplan = _built(prep, target, batch)
-    parent = out.parent if str(out.parent) else Path(".")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    try:
+    with cproj.atomic_dir(out) as tmp:
         shutil.copytree(built, tmp, dirs_exist_ok=True)
         for obj in tmp.glob("*.o"):
             obj.unlink()
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return _model(prep, out, mplan, target, batch, spec)
 
 

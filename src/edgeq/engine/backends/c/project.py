@@ -10,6 +10,7 @@ half-written.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -346,6 +347,23 @@ def _first_error(text: str) -> str:
     return lines[0].strip() if lines else "no compiler output"
 
 
+@contextlib.contextmanager
+def atomic_dir(out: Path):
+    """Yield a fresh temporary directory beside ``out``; on success it replaces ``out``,
+    on any failure it is removed and ``out`` is left as it was (nothing half-written)."""
+    parent = out.parent if str(out.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _check_out_dir(out: Path, force: bool) -> None:
     if out.exists():
         if not out.is_dir():
@@ -496,17 +514,9 @@ def compile_graph(graph: Graph, out_dir, target_name: str = "host", batch: int =
     _check_out_dir(out, force)
     g = prepare_graph(graph, batch)
     mplan = plan(g, batch)
-    parent = out.parent if str(out.parent) else Path(".")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    try:
+    with atomic_dir(out) as tmp:
         write_sources(g, mplan, tmp, t, threads, post)
         build(tmp, t)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return CompiledModel(g, mplan, out, t, batch)
 
 
