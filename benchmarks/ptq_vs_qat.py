@@ -46,8 +46,8 @@ SETTINGS = {
     "digits": {"task": {"name": "digits", "seed": 0, "batch_size": 64},
                "training": {"fp_epochs": 20, "qat_epochs": 4, "lr": 3e-3, "qat_lr": 1e-3}},
     "landmarks": {"task": {"name": "landmarks_3ddfa", "seed": 0, "batch_size": 64,
-                           "n_train": 6000, "n_val": 64, "n_test": 256},
-                  "model": {"name": "mobilenet_v1_3ddfa", "width": 0.25, "input_size": 64},
+                           "n_train": 8000, "n_val": 64, "n_test": 256},
+                  "model": {"name": "mobilenet_v1_3ddfa", "width": 0.5, "input_size": 64},
                   "training": {"fp_epochs": 4, "qat_epochs": 1, "lr": 3e-3, "qat_lr": 5e-4,
                                "schedule": "onecycle"}},
 }
@@ -227,23 +227,31 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def write_results(results: dict, out_dir: Path, settings: dict, quick: bool,
+                  seconds: float) -> str:
+    """``ptq_vs_qat.json``, ``.md`` and ``.png`` in ``out_dir`` (each written to a
+    temporary name, then renamed); returns the markdown table."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = markdown(results)
+    data = {"settings": settings, "quick": quick, "results": results, "table": md,
+            "seconds": seconds}
+    for name, text in (("ptq_vs_qat.json", json.dumps(data, indent=1) + "\n"),
+                       ("ptq_vs_qat.md", md)):
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out_dir / name)
+    tmp_png = out_dir / ".ptq_vs_qat.tmp.png"
+    plot(results, tmp_png)
+    tmp_png.replace(out_dir / "ptq_vs_qat.png")
+    return md
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     results = {t: run_task(t, args) for t in args.tasks}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    md = markdown(results)
-    data = {"settings": {t: (QUICK if args.quick else SETTINGS)[t] for t in args.tasks},
-            "quick": args.quick, "results": results, "table": md,
-            "seconds": time.perf_counter() - start}
-    for name, text in (("ptq_vs_qat.json", json.dumps(data, indent=1) + "\n"),
-                       ("ptq_vs_qat.md", md)):
-        tmp = args.out_dir / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(args.out_dir / name)
-    tmp_png = args.out_dir / ".ptq_vs_qat.tmp.png"
-    plot(results, tmp_png)
-    tmp_png.replace(args.out_dir / "ptq_vs_qat.png")
+    settings = {t: (QUICK if args.quick else SETTINGS)[t] for t in args.tasks}
+    md = write_results(results, args.out_dir, settings, args.quick, time.perf_counter() - start)
     print(md)
     print(f"wrote {args.out_dir}/ptq_vs_qat.json, ptq_vs_qat.md, ptq_vs_qat.png")
     return 0
