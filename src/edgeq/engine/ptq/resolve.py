@@ -72,11 +72,12 @@ def _codebook(w: np.ndarray, vq: VarQuant) -> tuple[int, tuple[int, ...]]:
     return fl, cluster(flat, vq, fl, True)
 
 
-def cluster(v: np.ndarray, vq: VarQuant, fl: int, signed: bool) -> tuple[int, ...]:
-    """The integer codebook (at ε = 2^−fl, ``vq.book_bits`` wide) of the values ``v``
-    by ``vq.method``: exact k-means of the values put on that grid, or QUENN's linear /
-    Gaussian quantiser refined by Lloyd on the values themselves."""
-    k, bits = 2**vq.bits, vq.book_bits
+def cluster(v: np.ndarray, vq: VarQuant, fl: int, signed: bool, k: int | None = None
+            ) -> tuple[int, ...]:
+    """The integer codebook (at ε = 2^−fl, ``vq.book_bits`` wide, ``k`` entries, default
+    2^bits) of the values ``v`` by ``vq.method``: exact k-means of the values put on that
+    grid, or QUENN's linear / Gaussian quantiser refined by Lloyd on the values."""
+    k, bits = k or 2**vq.bits, vq.book_bits
     flat = np.ravel(np.asarray(v, np.float64))
     if vq.method == "kmeans":  # exact k-means on the values at the codebook's resolution
         grid, counts = np.unique(fp.quantise(flat, fl, bits, signed), return_counts=True)
@@ -231,8 +232,21 @@ def _resolve_clustered(vq: VarQuant, x: np.ndarray, st) -> tuple[VarQuant, float
         vq = replace(vq, fl=fp.search_fl(
             lambda fl: l2_per_sample(xs, fq(xs, replace(grid, fl=fl))), fl0, vq.fl_search)[0])
     if vq.codebook is None:
-        vq = replace(vq, codebook=cluster(x, vq, vq.fl, vq.signed))
+        vq = replace(vq, codebook=_activation_codebook(x, vq))
     return vq, l2_per_sample(x, fq(x, vq))
+
+
+def _activation_codebook(x: np.ndarray, vq: VarQuant) -> tuple[int, ...]:
+    """The codebook of an activation. When calibration saw exact zeros (a ReLU output),
+    0 is kept as an entry and the other 2^B − 1 cluster the non-zero values: a plain
+    k-means would merge the zeros with the small values into a centroid above 0, biasing
+    every zero the next layer reads (measured: −1.1 points of digits accuracy at 4 bits)."""
+    v = np.ravel(x)
+    nonzero = v[v != 0]
+    if nonzero.size == v.size or nonzero.size == 0:
+        return cluster(v, vq, vq.fl, vq.signed)
+    book = cluster(nonzero, vq, vq.fl, vq.signed, k=2**vq.bits - 1)
+    return tuple(sorted(set(book) | {0}))
 
 
 # -- the whole network -------------------------------------------------------------------
