@@ -239,8 +239,8 @@ def _bias(g: Graph, layer: Layer, fl) -> str:
             "(the layer's input and weight FLs are very large: are its activations all ~0?)")
     eps = np.exp2(-np.asarray(fl, dtype=np.float64))
     eps = tuple(float(e) for e in eps) if eps.ndim else float(eps)
-    quant = QuantInfo(IntRange.from_bits(bits, True), eps, q.ndim - 1 if isinstance(eps, tuple)
-                      else None)
+    rng = IntRange(1 << bits, -(1 << (bits - 1)))  # from_bits stops at 32; biases need up to 62
+    quant = QuantInfo(rng, eps, q.ndim - 1 if isinstance(eps, tuple) else None)
     return _const(g, f"{layer.name}.bias_q", q.astype(np.int32 if bits == 32 else np.int64), quant)
 
 
