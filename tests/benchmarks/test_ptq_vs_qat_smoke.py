@@ -102,3 +102,20 @@ def test_table_json_and_plot_writer(tmp_path):
     assert "| PTQ | kmeans | 4 | 9.75 | 5,050 | 3,000 | n/a |" in lines
     assert "| QAT | TQT | 4 | 10.75 | 5,300 | 1,500 | NO |" in lines
     assert sum(line.startswith("| ") and "---" not in line for line in lines) == 2 * (1 + 4)
+
+
+def test_merge_of_runs_per_task(tmp_path, capsys):
+    module = _load()
+    one = {"metric": "accuracy", "label": "accuracy %", "higher_is_better": True,
+           "rows": _rows(97.5)}
+    two = {"metric": "nme", "label": "NME %", "higher_is_better": False, "rows": _rows(11.25)}
+    module.write_results({"digits": one}, tmp_path / "a", {"digits": {"x": 1}}, False, 3.0)
+    module.write_results({"landmarks": two}, tmp_path / "b", {"landmarks": {"y": 2}}, False, 5.0)
+    assert module.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"),
+                        "--out-dir", str(tmp_path / "m")]) == 0
+    data = json.loads((tmp_path / "m" / "ptq_vs_qat.json").read_text())
+    assert list(data["results"]) == ["digits", "landmarks"]
+    assert data["settings"] == {"digits": {"x": 1}, "landmarks": {"y": 2}}
+    assert data["seconds"] == 5.0 and data["table"] in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="task 'digits' is in two runs"):
+        module.merge([tmp_path / "a", tmp_path / "m"], tmp_path / "n")
