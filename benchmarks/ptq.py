@@ -2,13 +2,15 @@
 on the 3DDFA landmark MobileNetV1.
 
 Trains each float model with the training side's own code (the digits CNN; the landmark
-task's MobileNetV1 of ``edgeq.lab.tasks.landmarks`` at width 0.25, 64 px, on faces of
-``edgeq.data.face3d``), exports it as float ONNX (BatchNorm folded) with a calibration
+task's MobileNetV1 of ``edgeq.lab.tasks.landmarks`` at width 0.5, 64 px, 4 FP epochs
+on 8000 faces of ``edgeq.data.face3d``; with ``--cache-dir`` the trained model is kept
+there and reused), exports it as float ONNX (BatchNorm folded) with a calibration
 ``.npz`` (the first 256 training inputs) and an eval ``.npz`` (the test inputs with
 ``labels`` or whitened-parameter ``targets``), then in the same run:
 
 - **edgeq** (``edgeq.engine.ptq``): fixed, dynamic (per tensor and per channel),
-  kmeans-linear, kmeans-gauss and kmeans at 16/8/6/4(/2) bits; the metric is the one of
+  kmeans-linear, kmeans-gauss and kmeans at 16/8/6/4(/2) bits, plus at 6/4/2 bits
+  kmeans weights with **clustered activations** (``+ kmeans act``); the metric is the one of
   the **integer IR on the reference backend** (bit-exact with the emulation);
 - **onnxruntime** ``quantize_static`` (the named peer), QDQ, per-channel weights, with
   MinMax, Entropy and Percentile calibration: U8S8 at 8 bits, U16S16 at 16 bits and U8S4
@@ -42,6 +44,7 @@ DEFAULT_OUT = Path(__file__).parent / "results" / "ptq.json"
 EDGEQ_METHODS = (("fixed", False), ("dynamic", False), ("dynamic", True),
                  ("kmeans-linear", False), ("kmeans-gauss", False), ("kmeans", False))
 ORT_METHODS = ("MinMax", "Entropy", "Percentile")
+CLUSTERED_ACT_BITS = (6, 4, 2)  # widths with an extra row: kmeans weights and activations
 
 
 def export_digits(out: Path, epochs: int = 20, seed: int = 0, n_calib: int = 256,
@@ -73,7 +76,7 @@ def export_digits(out: Path, epochs: int = 20, seed: int = 0, n_calib: int = 256
     return {"fp_torch_accuracy": fp_acc}
 
 
-LANDMARKS = {"width": 0.25, "input_size": 64, "n_train": 8000, "n_test": 256, "fp_epochs": 4}
+LANDMARKS = {"width": 0.5, "input_size": 64, "n_train": 8000, "n_test": 256, "fp_epochs": 4}
 LANDMARKS_QUICK = {"width": 0.25, "input_size": 32, "n_train": 96, "n_test": 24, "fp_epochs": 1}
 
 
@@ -151,8 +154,27 @@ def digits_bench(d: Path, epochs: int) -> tuple[Bench, dict]:
 
 
 def landmarks_bench(d: Path, settings: dict, cache_dir=None) -> tuple[Bench, dict]:
-    info = export_landmarks(d, settings, cache_dir=cache_dir)
-    task = info.pop("task")
+    """The landmark model's files in ``d``, or, with a ``cache_dir``, in a sub-directory
+    of it named by the settings (trained once, reused by later runs)."""
+    if cache_dir is None:
+        info = export_landmarks(d, settings)
+        task = info.pop("task")
+    else:
+        d = Path(cache_dir) / ("ptq_landmarks_" + "_".join(
+            f"{k}{settings[k]}" for k in ("width", "input_size", "n_train", "n_test", "fp_epochs")))
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        info_path = d / "info.json"
+        if info_path.exists():
+            info = json.loads(info_path.read_text())
+            task = landmarks_task(settings, cache_dir)[0]
+            task.load(progress=False)
+        else:
+            tmp = Path(tempfile.mkdtemp(prefix=".ptq_landmarks_", dir=cache_dir))
+            info = export_landmarks(tmp, settings, cache_dir=cache_dir)
+            task = info.pop("task")
+            (tmp / "info.json").write_text(json.dumps(info) + "\n")
+            tmp.replace(d)  # complete or absent: the cache is never half-written
+        info["cached_model"] = str(d)
 
     def score(out):
         return float(task.evaluate(np.asarray(out, np.float32), "test")["nme"])
@@ -182,14 +204,16 @@ def run_edgeq(graph, calib: dict, ev: dict, bits_list, score) -> list[dict]:
     cal = calibrate(graph, calib, len(calib[name]), progress=False)
     acts = act_elements(graph)
     rows = []
-    runs = [(b, m, pc, b) for b in bits_list for m, pc in EDGEQ_METHODS
+    runs = [(b, m, pc, b, None) for b in bits_list for m, pc in EDGEQ_METHODS
             if not (m.startswith("kmeans") and b > 12)]  # 2^13+ centroids: no codebook
     if 4 in bits_list:  # 4-bit weights with 8-bit activations, as onnxruntime's U8S4
-        runs += [(4, m, pc, 8) for m, pc in EDGEQ_METHODS if m != "fixed"]
-    for bits, method, per_channel, a_bits in runs:
+        runs += [(4, m, pc, 8, None) for m, pc in EDGEQ_METHODS if m != "fixed"]
+    # clustered activations too (their codebook on an 8-bit grid, DESIGN §3.8)
+    runs += [(b, "kmeans", False, b, "kmeans") for b in bits_list if b in CLUSTERED_ACT_BITS]
+    for bits, method, per_channel, a_bits, a_method in runs:
         start = time.perf_counter()
         r = ptq(graph, calib, method, bits, per_channel=per_channel, cal=cal,
-                config=_w_a(graph, method, bits, per_channel, a_bits))
+                config=_w_a(graph, method, bits, per_channel, a_bits, a_method))
         seconds = time.perf_counter() - start
         out = Model(r.graph).run({name: ev[name]})[out_name] * r.graph.values[out_name].quant.eps
         acc = score(out)
@@ -197,6 +221,7 @@ def run_edgeq(graph, calib: dict, ev: dict, bits_list, score) -> list[dict]:
         exact = bool(np.array_equal(out, emu))
         label = method + (" per-channel" if per_channel else "")
         label += f" W{bits}A{a_bits}" if a_bits != bits else ""
+        label += " + kmeans act" if a_method else ""
         rows.append({"tool": "edgeq", "method": label, "bits": bits, "metric": acc,
                      "weight_bytes": totals(layer_table(r.graph)).param_bytes,
                      "act_bytes": (acts * a_bits + 7) // 8, "ptq_seconds": seconds,
@@ -204,17 +229,18 @@ def run_edgeq(graph, calib: dict, ev: dict, bits_list, score) -> list[dict]:
     return rows
 
 
-def _w_a(graph, method, bits, per_channel, a_bits):
-    """A config with activations at ``a_bits`` (None when they follow ``bits``)."""
-    if a_bits == bits:
+def _w_a(graph, method, bits, per_channel, a_bits, a_method=None):
+    """A config with activations at ``a_bits`` by ``a_method`` (dynamic by default; the
+    graph input stays dynamic); None when they follow ``bits`` and the default."""
+    if a_bits == bits and a_method is None:
         return None
     from edgeq.engine.ptq.config import LayerQuant, PTQConfig, VarQuant
     from edgeq.engine.ptq.plan import make_plan
 
-    act = VarQuant("dynamic", a_bits)
+    act = VarQuant(a_method or "dynamic", a_bits)
     layers = {x.name: LayerQuant(VarQuant(method, bits, per_channel) if x.kind == "linear"
                                  else None, act) for x in make_plan(graph).layers}
-    return PTQConfig({n: act for n in graph.inputs}, layers)
+    return PTQConfig({n: VarQuant("dynamic", a_bits) for n in graph.inputs}, layers)
 
 
 class _Reader:
@@ -276,18 +302,17 @@ def _stored_bytes(t) -> int:
 
 def format_table(b: Bench, fp_metric: float, fp_weight_bytes: int, fp_act: int,
                  rows: list[dict]) -> str:
-    lab = b.label.split()[0]
-    head = f"{'tool':<12} {'method':<24} {'bits':>4} {lab:>8} {'weight B':>9} {'act B':>7}"
-    lines = [head, "-" * len(head),
-             f"{'float':<12} {'FP32':<24} {32:>4} {fp_metric:>8.2f} {fp_weight_bytes:>9,} "
-             f"{fp_act:>7,}"]
+    """The model's rows as a markdown table (float first, then edgeq, then onnxruntime)."""
+    lines = [f"| tool | method | bits | {b.label} | weight B | act B/sample |",
+             "|---|---|---:|---:|---:|---:|",
+             f"| float | FP32 | 32 | {fp_metric:.2f} | {fp_weight_bytes:,} | {fp_act:,} |"]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['tool']:<12} {r['method']:<24} {r['bits']:>4}  failed: "
-                         f"{r['error'][:60]}")
+            lines.append(f"| {r['tool']} | {r['method']} | {r['bits']} | failed: "
+                         f"{r['error'][:60]} | | |")
             continue
-        lines.append(f"{r['tool']:<12} {r['method']:<24} {r['bits']:>4} {r['metric']:>8.2f} "
-                     f"{r['weight_bytes']:>9,} {r['act_bytes']:>7,}")
+        lines.append(f"| {r['tool']} | {r['method']} | {r['bits']} | {r['metric']:.2f} | "
+                     f"{r['weight_bytes']:,} | {r['act_bytes']:,} |")
     return "\n".join(lines)
 
 
@@ -318,6 +343,19 @@ def clustering_wins(b: Bench, rows: list[dict], bits: int) -> str:
             f"fixed point {f['metric']:.2f} ({f['method']})")
 
 
+def clustered_activations(b: Bench, rows: list[dict], bits: int) -> str:
+    """kmeans weights with clustered vs dynamic fixed-point activations at ``bits``."""
+    by = {r["method"]: r for r in rows
+          if r.get("tool") == "edgeq" and r["bits"] == bits and "metric" in r}
+    c, f = by.get("kmeans + kmeans act"), by.get("kmeans")
+    if not (c and f):
+        return ""
+    win = "tie" if c["metric"] == f["metric"] else \
+        "clustered wins" if b.better(c["metric"], f["metric"]) else "fixed point wins"
+    return (f"{bits}-bit activations (kmeans weights): {win}: clustered {c['metric']:.2f} vs "
+            f"dynamic fixed point {f['metric']:.2f}")
+
+
 def bench_model(b: Bench, bits_list) -> dict:
     """Every edgeq and onnxruntime row of one model, its table and summary lines."""
     from edgeq.engine import load
@@ -344,8 +382,9 @@ def bench_model(b: Bench, bits_list) -> dict:
             summary.append(f"{bits} bit: edgeq best {e['metric']:.2f} ({e['method']}); "
                            "onnxruntime has no such width")
     summary += [t for t in (clustering_wins(b, rows, bits) for bits in bits_list if bits <= 6) if t]
+    summary += [t for t in (clustered_activations(b, rows, bits) for bits in bits_list) if t]
     text = f"## {b.name} ({b.label}, FP {fp_metric:.2f})\n\n" + table + "\n\n" + \
-        "\n".join(summary)
+        "\n".join(f"- {line}" for line in summary)
     return {"metric": b.label, "higher_is_better": b.higher, "fp_metric": fp_metric,
             "rows": rows, "summary": summary, "table": text}
 
@@ -385,7 +424,6 @@ def main(argv=None) -> int:
         return 0
     bits_list = (8, 4) if args.quick else (16, 8, 6, 4, 2)
     data = {"python": sys.version.split()[0], "models": {}}
-    texts = []
     for m in models:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
@@ -396,14 +434,22 @@ def main(argv=None) -> int:
             res = bench_model(b, bits_list)
         res.update(info, seconds=time.perf_counter() - start)
         data["models"][m] = res
-        texts.append(res["table"])
         print(res["table"] + "\n", flush=True)
-    data["table"] = "\n\n".join(texts)
+    if args.out.exists():  # keep the other models' results of an earlier run
+        try:
+            old = json.loads(args.out.read_text()).get("models", {})
+        except ValueError:
+            old = {}
+        data["models"] = {**{k: v for k, v in old.items() if k not in models}, **data["models"]}
+    data["table"] = "\n\n".join(v["table"] for v in data["models"].values())
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(data, indent=1) + "\n")
-    tmp_out.replace(args.out)
-    print(f"wrote {args.out}")
+    md = args.out.with_suffix(".md")
+    for path, text in ((args.out, json.dumps(data, indent=1) + "\n"),
+                       (md, "# PTQ: edgeq vs onnxruntime\n\n" + data["table"] + "\n")):
+        tmp_out = path.with_name(f".{path.name}.tmp")
+        tmp_out.write_text(text)
+        tmp_out.replace(path)
+    print(f"wrote {args.out} and {md}")
     return 0
 
 

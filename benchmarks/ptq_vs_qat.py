@@ -22,6 +22,9 @@ Writes ``ptq_vs_qat.json``, ``ptq_vs_qat.md`` and ``ptq_vs_qat.png`` to ``--out-
 
     python benchmarks/ptq_vs_qat.py                      # digits and landmarks (real settings)
     python benchmarks/ptq_vs_qat.py --quick --out-dir D  # tiny settings (the test)
+    python benchmarks/ptq_vs_qat.py --tasks digits --out-dir A &   # one process per task
+    python benchmarks/ptq_vs_qat.py --tasks landmarks --out-dir B
+    python benchmarks/ptq_vs_qat.py --merge A B          # one table and plot of both
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ SETTINGS = {
     "digits": {"task": {"name": "digits", "seed": 0, "batch_size": 64},
                "training": {"fp_epochs": 20, "qat_epochs": 4, "lr": 3e-3, "qat_lr": 1e-3}},
     "landmarks": {"task": {"name": "landmarks_3ddfa", "seed": 0, "batch_size": 64,
-                           "n_train": 6000, "n_val": 64, "n_test": 256},
+                           "n_train": 3000, "n_val": 64, "n_test": 256},
                   "model": {"name": "mobilenet_v1_3ddfa", "width": 0.25, "input_size": 64},
                   "training": {"fp_epochs": 4, "qat_epochs": 1, "lr": 3e-3, "qat_lr": 5e-4,
                                "schedule": "onecycle"}},
@@ -227,23 +230,59 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def write_results(results: dict, out_dir: Path, settings: dict, quick: bool,
+                  seconds: float) -> str:
+    """``ptq_vs_qat.json``, ``.md`` and ``.png`` in ``out_dir`` (each written to a
+    temporary name, then renamed); returns the markdown table."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = markdown(results)
+    data = {"settings": settings, "quick": quick, "results": results, "table": md,
+            "seconds": seconds}
+    for name, text in (("ptq_vs_qat.json", json.dumps(data, indent=1) + "\n"),
+                       ("ptq_vs_qat.md", md)):
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out_dir / name)
+    tmp_png = out_dir / ".ptq_vs_qat.tmp.png"
+    plot(results, tmp_png)
+    tmp_png.replace(out_dir / "ptq_vs_qat.png")
+    return md
+
+
+def merge(run_dirs: list[Path], out_dir: Path) -> str:
+    """One table and plot from several runs' ``ptq_vs_qat.json`` (e.g. one task per
+    process, run in parallel on a shared machine); a task in two runs is an error."""
+    results, settings, quick, seconds = {}, {}, set(), 0.0
+    for d in run_dirs:
+        data = json.loads((Path(d) / "ptq_vs_qat.json").read_text())
+        clash = sorted(set(data["results"]) & set(results))
+        if clash:
+            raise SystemExit(f"error: --merge: task '{clash[0]}' is in two runs")
+        results.update(data["results"])
+        settings.update(data["settings"])
+        quick.add(data["quick"])
+        seconds = max(seconds, data["seconds"])
+    if len(quick) > 1:
+        raise SystemExit("error: --merge: mixes --quick and real runs")
+    return write_results(results, out_dir, settings, quick.pop(), seconds)
+
+
 def main(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--merge"]:  # --merge RUN_DIR... --out-dir DIR
+        rest = argv[1:]
+        out = Path(rest[rest.index("--out-dir") + 1]) if "--out-dir" in rest else DEFAULT_OUT
+        dirs = [Path(a) for i, a in enumerate(rest)
+                if a != "--out-dir" and (i == 0 or rest[i - 1] != "--out-dir")]
+        print(merge(dirs, out))
+        print(f"wrote {out}/ptq_vs_qat.json, ptq_vs_qat.md, ptq_vs_qat.png")
+        return 0
     args = parse_args(argv)
     start = time.perf_counter()
     results = {t: run_task(t, args) for t in args.tasks}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    md = markdown(results)
-    data = {"settings": {t: (QUICK if args.quick else SETTINGS)[t] for t in args.tasks},
-            "quick": args.quick, "results": results, "table": md,
-            "seconds": time.perf_counter() - start}
-    for name, text in (("ptq_vs_qat.json", json.dumps(data, indent=1) + "\n"),
-                       ("ptq_vs_qat.md", md)):
-        tmp = args.out_dir / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(args.out_dir / name)
-    tmp_png = args.out_dir / ".ptq_vs_qat.tmp.png"
-    plot(results, tmp_png)
-    tmp_png.replace(args.out_dir / "ptq_vs_qat.png")
+    settings = {t: (QUICK if args.quick else SETTINGS)[t] for t in args.tasks}
+    md = write_results(results, args.out_dir, settings, args.quick, time.perf_counter() - start)
     print(md)
     print(f"wrote {args.out_dir}/ptq_vs_qat.json, ptq_vs_qat.md, ptq_vs_qat.png")
     return 0

@@ -77,3 +77,27 @@ def test_keep_float_on_the_command_line(files, tmp_path):
                  "--keep-float", "Softmax", "--out", str(out), "--quiet"]) == 0
     probs = load(out).run(calib_arrays(3))["probs"]
     assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_ptq_clustered_activations_from_a_config(files, tmp_path, capsys):
+    """``--config`` clusters an activation; the written file and its resolved config say
+    so, and re-running from that resolved config gives the same integers."""
+    cfg = tmp_path / "cluster.json"
+    cfg.write_text(json.dumps({"layers": {"conv2": {"activations": {"method": "kmeans",
+                                                                    "bits": 2}}}}))
+    out = tmp_path / "c.onnx"
+    assert main(["ptq", str(files / "m.onnx"), "--calib", str(files / "calib.npz"),
+                 "--method", "dynamic", "--bits", "8", "--config", str(cfg), "--out", str(out),
+                 "--quiet"]) == 0
+    assert "kmeans 2b codebook[" in capsys.readouterr().out
+    model = load(out)
+    book = model.graph.values["r2"].quant.codebook
+    assert book is not None and len(book) <= 4 and model.graph.values["r2"].quant.storage_bits <= 2
+    resolved = json.loads(out.with_suffix(".json").read_text())["layers"]["conv2"]["activations"]
+    assert tuple(sorted(resolved["codebook"])) == book
+    again = tmp_path / "again.onnx"
+    assert main(["ptq", str(files / "m.onnx"), "--calib", str(files / "calib.npz"),
+                 "--method", "dynamic", "--bits", "8", "--config", str(out.with_suffix(".json")),
+                 "--out", str(again), "--quiet"]) == 0
+    x = {"x": calib_arrays(5, seed=7)["x"]}
+    assert np.array_equal(load(again).run(x)["logits"], model.run(x)["logits"])

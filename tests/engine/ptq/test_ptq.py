@@ -117,6 +117,29 @@ def test_hand_computed_gemm():
     assert rq.attrs["shift"] == 3 and r.graph.values[rq.inputs[2]].data == 4
 
 
+def test_bias_wider_than_32_bits():
+    """Fine input and weight grids put a unit bias at 2^40 units of 2^−40: a signed
+    range needs 42 bits (2^40 > 2^40 − 1, the 41-bit maximum); int64, exact."""
+    w = numpy_helper.from_array(np.array([[0.5, -0.25]], np.float32), "w")
+    b = numpy_helper.from_array(np.array([1.0], np.float32), "b")
+    g = helper.make_graph([helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc",
+                                            transB=1)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])], [w, b])
+    graph = import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    cfg = PTQConfig.from_json({
+        "inputs": {"x": {"method": "dynamic", "bits": 16, "fl": 20, "signed": False}},
+        "layers": {"fc": {"weights": {"method": "dynamic", "bits": 16, "fl": 20},
+                          "activations": {"method": "dynamic", "bits": 16, "fl": 8}}}})
+    xs = {"x": np.array([[2.0**-10, 2.0**-11]], np.float32)}
+    r = ptq(graph, xs, config=cfg)
+    bias = next(v for v in r.graph.constants() if v.name.startswith("fc.bias_q"))
+    assert bias.data.dtype == np.int64 and bias.data.tolist() == [2**40]
+    assert bias.quant.range.lo == -(2**41) and bias.quant.range.hi == 2**41 - 1
+    # y = 2^-11 - 2^-13 + 1 at FL 8: round(256 + 2^-3 - 2^-5) = 256
+    assert Model(r.graph).run(xs)["y"].tolist() == [[256]]
+
+
 def test_config_round_trips_and_is_reused(float_graph, arrays, calibration, tmp_path):
     r = ptq(float_graph, arrays, "kmeans-gauss", 5, cal=calibration)
     path = tmp_path / "cfg.json"
@@ -145,7 +168,8 @@ def test_keep_float_tail(arrays):
     ({"layers": {"conv1": {"weights": {"method": "kmeans", "bits": 17}}}},
      r"layers.conv1.weights.bits: bit width 17"),
     ({"layers": {"conv1": {"weights": {"method": "lloyd", "bits": 4}}}}, "unknown method"),
-    ({"layers": {"conv1": {"activations": {"method": "kmeans", "bits": 4}}}}, "is for weights"),
+    ({"layers": {"conv1": {"activations": {"method": "kmeans", "bits": 12}}}},
+     "a clustered activation has at most 8 index bits"),
     ({"layers": {"conv1": {"weights": {"method": "fixed", "bits": 4, "fll": 3}}}},
      r"unknown key\(s\) \['fll'\]"),
     ({"inputs": {"y": {"method": "fixed", "bits": 8}}}, "inputs.y: the model has no such input"),

@@ -30,6 +30,7 @@ METHODS = ("fixed", "dynamic", "kmeans-linear", "kmeans-gauss", "kmeans")
 FIXED_METHODS = ("fixed", "dynamic")
 CLUSTER_METHODS = ("kmeans-linear", "kmeans-gauss", "kmeans")
 VARIABLES = ("weights", "activations")
+MAX_CLUSTER_ACT_BITS = 8  # a clustered activation's decoder has 2^bits − 1 threshold steps
 
 
 def check_method(method, where: str) -> str:
@@ -67,11 +68,15 @@ class VarQuant:
         check_bits(self.bits, f"{where}.bits")
         if self.codebook_bits is not None:
             check_bits(self.codebook_bits, f"{where}.codebook_bits")
-        if variable == "activations" and self.method in CLUSTER_METHODS:
+        if variable == "inputs" and self.method in CLUSTER_METHODS:
             raise ConfigError(
-                f"{where}.method: {self.method} is for weights; a clustered activation needs "
-                "a threshold op the integer IR does not have yet (use fixed or dynamic)"
-            )
+                f"{where}.method: {self.method}: a graph input is quantised by the input rule "
+                "(fixed point); clustering applies to weights and layer outputs")
+        if variable == "activations" and self.method in CLUSTER_METHODS \
+                and self.bits > MAX_CLUSTER_ACT_BITS:
+            raise ConfigError(
+                f"{where}.bits: a clustered activation has at most {MAX_CLUSTER_ACT_BITS} index "
+                f"bits (its decoder is one threshold step per centroid), got {self.bits}")
         if self.per_channel and self.method not in FIXED_METHODS:
             raise ConfigError(f"{where}.per_channel: only fixed/dynamic weights are per channel")
         if self.per_channel and variable != "weights":
@@ -158,7 +163,7 @@ class PTQConfig:
         if data.get("format", FORMAT) != FORMAT or data.get("version", VERSION) != VERSION:
             raise ConfigError(f"{source}: not an {FORMAT} v{VERSION} config")
         inputs = {
-            k: VarQuant.from_json(v, f"{source}: inputs.{k}", "activations")
+            k: VarQuant.from_json(v, f"{source}: inputs.{k}", "inputs")
             for k, v in _object(data, "inputs", source).items()
         }
         layers = {}

@@ -36,16 +36,34 @@ def activation_quant(plan: Plan, graph: Graph, cfg: PTQConfig) -> dict[str, VarQ
     return out
 
 
+def act_range(vq: VarQuant):
+    """The integer range an activation is requantised to: its own width, or for a
+    clustered one the width of its codebook's grid (the index width is for storage)."""
+    return fp.int_range(vq.book_bits if vq.codebook is not None else vq.bits, vq.signed)
+
+
 def fq(a: np.ndarray, vq: VarQuant) -> np.ndarray:
     """Fake quantisation in ``a``'s float dtype: float64 is exact (ε a power of two);
-    float32 (the fast search) is exact while ``|a|/ε < 2^24``."""
+    float32 (the fast search) is exact while ``|a|/ε < 2^24``. A clustered activation
+    is then decoded to its nearest codebook entry (:func:`lookup`)."""
+    rng = act_range(vq)
     if a.dtype == np.float64:
-        return fp.fake_quantise(a, vq.fl, vq.bits, vq.signed)
-    rng = fp.int_range(vq.bits, vq.signed)
-    scale = a.dtype.type(2.0 ** vq.fl)
-    q = np.floor(a * scale + a.dtype.type(0.5))
-    np.clip(q, rng.lo, rng.hi, out=q)
-    return q * a.dtype.type(2.0 ** -vq.fl)
+        q = fp.quantise(a, vq.fl, rng.bits, vq.signed).astype(np.float64)
+    else:
+        scale = a.dtype.type(2.0 ** vq.fl)
+        q = np.floor(a * scale + a.dtype.type(0.5))
+        np.clip(q, rng.lo, rng.hi, out=q)
+    return lookup(q, vq) * a.dtype.type(2.0 ** -vq.fl)
+
+
+def lookup(q: np.ndarray, vq: VarQuant | None) -> np.ndarray:
+    """Integers ``q`` (in a float array) on a clustered activation's grid, decoded to
+    codebook entries as the integer IR's threshold steps do; unchanged otherwise."""
+    if vq is None or vq.codebook is None:
+        return q
+    from edgeq.engine.ptq.resolve import decode
+
+    return decode(q.astype(np.int64), vq.codebook).astype(q.dtype)
 
 
 class Emulator:
@@ -100,9 +118,10 @@ class Emulator:
             return y if act is None else fq(y, act)
         s = np.sum((x * np.exp2(x_q.fl)).astype(np.int64), axis=axes, keepdims=True)
         mul, d = pool_requant(pool_count(self.graph, layer.node), x_q.fl, act.fl)
-        rng = fp.int_range(act.bits, act.signed)
+        rng = act_range(act)
         lo = 0 if layer.relu is not None else rng.lo
-        return (apply_requant(s, mul, d, lo, rng.hi) * np.exp2(-float(act.fl))).astype(self.dtype)
+        q = lookup(apply_requant(s, mul, d, lo, rng.hi), act)
+        return (q * np.exp2(-float(act.fl))).astype(self.dtype)
 
     def _on(self, layer: str, var: str) -> bool:
         return self.only is None or (layer, var) in self.only
@@ -152,9 +171,9 @@ class Emulator:
                 return np.maximum(y, 0) if layer.relu is not None else y
             eps = self.dtype.type(2.0 ** -act.fl)
             q = sum(np.floor(env[i] / eps + 0.5) for i in node.inputs)
-            rng = fp.int_range(act.bits, act.signed)
+            rng = act_range(act)
             lo = 0 if layer.relu is not None else rng.lo
-            return np.clip(q, lo, rng.hi) * eps
+            return lookup(np.clip(q, lo, rng.hi), act) * eps
         if layer.kind == "pool":
             return self._pool(layer, env, act)
         args = [env[i] for i in node.inputs if i]

@@ -11,6 +11,8 @@
   NCHW input (so the C backend runs it), ``ReduceSum`` otherwise — and a RequantShift by
   ``mul/2^d ≈ 2^(FL_out − FL_x)/count`` (:func:`pool_requant`);
 - a clustered weight is its decoded integers with the codebook in its QuantInfo;
+- a clustered activation is requantised to its codebook's grid, then decoded by
+  threshold steps (:func:`_requant_target`), the codebook in the output's QuantInfo;
 - a float node reads its integer inputs through ``Cast → Mul(ε)``.
 """
 
@@ -20,18 +22,68 @@ import numpy as np
 import onnx
 
 from edgeq.engine.ir import EDGEQ_DOMAIN, Graph, Node, QuantInfo, Value
-from edgeq.engine.ptq import fixedpoint as fp
 from edgeq.engine.ptq.config import PTQConfig, VarQuant
-from edgeq.engine.ptq.emulate import activation_quant
+from edgeq.engine.ptq.emulate import act_range, activation_quant
 from edgeq.engine.ptq.plan import Layer, Plan
-from edgeq.engine.ptq.resolve import weight_integers, weight_range
+from edgeq.engine.ptq.resolve import thresholds, weight_integers, weight_range
 from edgeq.errors import IntegerOverflowError
 from edgeq.numerics import IntRange, narrowest_dtype
 
 
 def act_info(vq: VarQuant) -> tuple[QuantInfo, np.dtype]:
-    rng = fp.int_range(vq.bits, vq.signed)
-    return QuantInfo(rng, float(np.exp2(-vq.fl))), narrowest_dtype(rng.lo, rng.hi)
+    """An activation's QuantInfo (a clustered one: its grid's range and its codebook)."""
+    rng = act_range(vq)
+    book = None if vq.codebook is None else tuple(sorted(int(c) for c in vq.codebook))
+    return QuantInfo(rng, float(np.exp2(-vq.fl)), None, book), narrowest_dtype(rng.lo, rng.hi)
+
+
+def _requant_target(g: Graph, output: str, aq: VarQuant) -> tuple[str, list[Node]]:
+    """Where a layer's requantiser writes, and the nodes that then decode it.
+
+    A plain activation: the layer's output itself. A clustered one (DESIGN §3.8): the
+    requantiser writes the integers on the codebook's grid to a new value, and the
+    decoder maps each to its codebook entry, ``book[#{j : q ≥ t_j}]``, with existing
+    integer ops only (so the file exports, imports and compiles like any other): one
+    ``RequantShift(q, mul=1, add=1−t_j, lo=0, hi=1)`` per threshold — the step
+    ``[q ≥ t_j]`` — and one ``HarmonisedAdd`` summing the steps times the codebook's
+    increments ``c_j − c_{j−1}`` plus ``c_0`` (its output requantiser, mul 1, shift 0),
+    clipped to [c_0, c_last]: exact integer arithmetic, equal to the emulation's
+    lookup. The output value holds the decoded integers and carries the codebook, so
+    memory accounting counts the index width.
+    """
+    q, dtype = act_info(aq)
+    out = g.values[output]
+    out.quant, out.dtype = q, np.dtype(dtype)
+    if aq.codebook is None:
+        return output, []
+    fine = g.fresh_name(f"{output}.grid")
+    g.values[fine] = Value(fine, out.shape, np.dtype(dtype), QuantInfo(q.range, q.eps))
+    book = [int(c) for c in q.codebook]
+    if len(book) == 1:  # a constant: mul 0, add c_0
+        return fine, [_rq_node(g, fine, output, 0, book[0], book[0], book[0])]
+    nodes, steps = [], []
+    for j, t in enumerate(thresholds(book)):
+        step = g.fresh_name(f"{output}.step{j}")
+        g.values[step] = Value(step, out.shape, np.dtype(np.uint8),
+                               QuantInfo(IntRange.unsigned(2), 1.0))
+        nodes.append(_rq_node(g, fine, step, 1, 1 - int(t), 0, 1))
+        steps.append(step)
+    n = len(steps)
+    attrs = {"in_mul": [b - a for a, b in zip(book[:-1], book[1:], strict=True)],
+             "in_add": [0] * n, "in_shift": [0] * n, "in_rq": [1] * n,
+             "out_mul": 1, "out_add": book[0], "out_shift": 0, "out_rq": 1,
+             "lo": book[0], "hi": book[-1]}
+    nodes.append(Node("HarmonisedAdd", g.fresh_name(f"{output}.decode"), steps, [output], attrs,
+                      EDGEQ_DOMAIN))
+    return fine, nodes
+
+
+def _rq_node(g: Graph, x: str, y: str, mul: int, add: int, lo: int, hi: int) -> Node:
+    """``y = clip(x·mul + add, lo, hi)`` (a RequantShift with shift 0)."""
+    return Node("RequantShift", g.fresh_name(f"{y}.rq"),
+                [x, _const(g, f"{y}.mul", np.asarray(mul, np.int64)),
+                 _const(g, f"{y}.add", np.asarray(add, np.int64))],
+                [y], {"shift": 0, "lo": lo, "hi": hi}, EDGEQ_DOMAIN)
 
 
 def lower(graph: Graph, plan: Plan, cfg: PTQConfig) -> Graph:
@@ -63,7 +115,7 @@ def lower(graph: Graph, plan: Plan, cfg: PTQConfig) -> Graph:
             elif layer.kind == "pool":
                 nodes += _pool(g, layer, acts[node.inputs[0]], lq.activations)
             else:
-                nodes.append(_add(g, layer, [acts[i] for i in node.inputs], lq.activations))
+                nodes += _add(g, layer, [acts[i] for i in node.inputs], lq.activations)
         else:  # pass-through: same quantisation as its input
             nodes.append(node)
             src, out = g.values[node.inputs[0]], g.values[node.outputs[0]]
@@ -166,14 +218,13 @@ def _linear(g: Graph, layer: Layer, x_q: VarQuant, wq: VarQuant, aq: VarQuant) -
         out_rank = len(g.values[node.outputs[0]].shape or (0, 0))
         mul = mul.reshape((1, -1) + (1,) * (out_rank - 2))
     add = np.asarray(2 ** (d - 1) if d > 0 else 0, dtype=np.int64)
-    q, dtype = act_info(aq)
-    lo = 0 if layer.relu is not None else q.range.lo
-    out = g.values[layer.output]
-    out.quant, out.dtype = q, np.dtype(dtype)
+    dst, decoder = _requant_target(g, layer.output, aq)
+    rng = act_range(aq)
+    lo = 0 if layer.relu is not None else rng.lo
     rq = Node("RequantShift", g.fresh_name(f"{node.name}.requant"),
               [acc, _const(g, f"{node.name}.mul", mul), _const(g, f"{node.name}.add", add)],
-              [layer.output], {"shift": d, "lo": lo, "hi": q.range.hi}, EDGEQ_DOMAIN)
-    return [linear, rq]
+              [dst], {"shift": d, "lo": lo, "hi": rng.hi}, EDGEQ_DOMAIN)
+    return [linear, rq, *decoder]
 
 
 def _bias(g: Graph, layer: Layer, fl) -> str:
@@ -188,24 +239,23 @@ def _bias(g: Graph, layer: Layer, fl) -> str:
             "(the layer's input and weight FLs are very large: are its activations all ~0?)")
     eps = np.exp2(-np.asarray(fl, dtype=np.float64))
     eps = tuple(float(e) for e in eps) if eps.ndim else float(eps)
-    quant = QuantInfo(IntRange.from_bits(bits, True), eps, q.ndim - 1 if isinstance(eps, tuple)
-                      else None)
+    rng = IntRange(1 << bits, -(1 << (bits - 1)))  # from_bits stops at 32; biases need up to 62
+    quant = QuantInfo(rng, eps, q.ndim - 1 if isinstance(eps, tuple) else None)
     return _const(g, f"{layer.name}.bias_q", q.astype(np.int32 if bits == 32 else np.int64), quant)
 
 
-def _add(g: Graph, layer: Layer, ins: list[VarQuant], aq: VarQuant) -> Node:
+def _add(g: Graph, layer: Layer, ins: list[VarQuant], aq: VarQuant) -> list[Node]:
     attrs = {"in_mul": [], "in_add": [], "in_shift": [], "in_rq": []}
     for vq in ins:
         d = vq.fl - aq.fl
         mul, add, shift = (1, 2 ** (d - 1), d) if d > 0 else (2**-d, 0, 0)
         for k, v in zip(attrs, (mul, add, shift, int(d != 0)), strict=True):
             attrs[k].append(v)
-    q, dtype = act_info(aq)
-    out = g.values[layer.output]
-    out.quant, out.dtype = q, np.dtype(dtype)
-    attrs.update(lo=0 if layer.relu is not None else q.range.lo, hi=q.range.hi)
-    return Node("HarmonisedAdd", layer.node.name, list(layer.node.inputs), [layer.output],
-                attrs, EDGEQ_DOMAIN)
+    dst, decoder = _requant_target(g, layer.output, aq)
+    rng = act_range(aq)
+    attrs.update(lo=0 if layer.relu is not None else rng.lo, hi=rng.hi)
+    return [Node("HarmonisedAdd", layer.node.name, list(layer.node.inputs), [dst],
+                 attrs, EDGEQ_DOMAIN), *decoder]
 
 
 POOL_MUL_BITS = 16
@@ -248,16 +298,15 @@ def _pool(g: Graph, layer: Layer, x_q: VarQuant, aq: VarQuant) -> list[Node]:
     else:
         total = Node("ReduceSum", node.name, [x.name], [acc],
                      {"axes": axes.tolist(), "keepdims": 1})
-    q, dtype = act_info(aq)
-    out = g.values[layer.output]
-    out.quant, out.dtype = q, np.dtype(dtype)
+    dst, decoder = _requant_target(g, layer.output, aq)
+    rng = act_range(aq)
     add = np.asarray(2 ** (d - 1) if d > 0 else 0, dtype=np.int64)
-    lo = 0 if layer.relu is not None else q.range.lo
+    lo = 0 if layer.relu is not None else rng.lo
     rq = Node("RequantShift", g.fresh_name(f"{node.name}.requant"),
               [acc, _const(g, f"{node.name}.mul", np.asarray(mul, np.int64)),
                _const(g, f"{node.name}.add", add)],
-              [layer.output], {"shift": d, "lo": lo, "hi": q.range.hi}, EDGEQ_DOMAIN)
-    return [total, rq]
+              [dst], {"shift": d, "lo": lo, "hi": rng.hi}, EDGEQ_DOMAIN)
+    return [total, rq, *decoder]
 
 
 def _sum_conv(g: Graph, node: Node, x: Value, acc: str) -> Node:

@@ -15,7 +15,14 @@ from edgeq.engine.ir import Graph
 from edgeq.engine.ptq import fixedpoint as fp
 from edgeq.engine.ptq import kmeans as km
 from edgeq.engine.ptq.calibration import Calibration
-from edgeq.engine.ptq.config import LayerQuant, PTQConfig, VarQuant, activation_of, uniform
+from edgeq.engine.ptq.config import (
+    CLUSTER_METHODS,
+    LayerQuant,
+    PTQConfig,
+    VarQuant,
+    activation_of,
+    uniform,
+)
 from edgeq.engine.ptq.plan import Layer, Plan
 from edgeq.errors import ConfigError
 
@@ -60,19 +67,43 @@ def weight_range(vq: VarQuant):
 
 def _codebook(w: np.ndarray, vq: VarQuant) -> tuple[int, tuple[int, ...]]:
     """(fl, integer codebook) of a clustered weight."""
-    k, bits = 2**vq.bits, vq.book_bits
     flat = np.ravel(np.asarray(w, np.float64))
-    fl = fp.initial_fl(float(np.max(np.abs(flat))), bits, True)
+    fl = fp.initial_fl(float(np.max(np.abs(flat))), vq.book_bits, True)
+    return fl, cluster(flat, vq, fl, True)
+
+
+def cluster(v: np.ndarray, vq: VarQuant, fl: int, signed: bool, k: int | None = None
+            ) -> tuple[int, ...]:
+    """The integer codebook (at ε = 2^−fl, ``vq.book_bits`` wide, ``k`` entries, default
+    2^bits) of the values ``v`` by ``vq.method``: exact k-means of the values put on that
+    grid, or QUENN's linear / Gaussian quantiser refined by Lloyd on the values."""
+    k, bits = k or 2**vq.bits, vq.book_bits
+    flat = np.ravel(np.asarray(v, np.float64))
     if vq.method == "kmeans":  # exact k-means on the values at the codebook's resolution
-        grid, counts = np.unique(fp.quantise(flat, fl, bits, True), return_counts=True)
+        grid, counts = np.unique(fp.quantise(flat, fl, bits, signed), return_counts=True)
         cents, _ = km.optimal_kmeans(grid, k, counts)
         cents = cents * np.exp2(-fl)
     else:
         start = km.linear_codebook(flat, k) if vq.method == "kmeans-linear" else \
             km.gauss_codebook(flat, k)
         cents = km.lloyd(flat, start, vq.iters)
-    ints = np.unique(fp.quantise(cents, fl, bits, True))
-    return fl, tuple(int(c) for c in ints)
+    ints = np.unique(fp.quantise(cents, fl, bits, signed))
+    return tuple(int(c) for c in ints)
+
+
+def thresholds(book) -> np.ndarray:
+    """The decoder of a clustered activation: an integer ``q`` on the codebook's grid
+    maps to ``book[#{j : q ≥ t_j}]``, the nearest entry, ties to the lower one (as
+    :func:`kmeans.assign`): ``q ≥ t_j ⟺ q > (c_{j−1} + c_j)/2``, so
+    ``t_j = ⌊(c_{j−1} + c_j)/2⌋ + 1`` (Python integers: exact)."""
+    c = [int(x) for x in sorted(book)]
+    return np.array([(a + b) // 2 + 1 for a, b in zip(c[:-1], c[1:], strict=True)], np.int64)
+
+
+def decode(q: np.ndarray, book) -> np.ndarray:
+    """``book[#{j : q ≥ t_j}]`` for integers ``q`` (the lookup the integer IR runs)."""
+    c = np.array(sorted(book), dtype=np.int64)
+    return c[np.searchsorted(thresholds(book), np.asarray(q, np.int64), side="right")]
 
 
 @dataclass
@@ -176,6 +207,8 @@ def resolve_activation(vq: VarQuant, name: str, cal: Calibration,
     st, x = cal.stats[name], cal.samples[name]
     signed = vq.signed if vq.signed is not None else bool(st.min < 0)
     vq = replace(vq, signed=signed)
+    if vq.method in CLUSTER_METHODS:
+        return _resolve_clustered(vq, x, st)
     if vq.fl is None and vq.method == "fixed":
         vq = replace(vq, fl=global_fl)
     elif vq.fl is None:
@@ -184,6 +217,36 @@ def resolve_activation(vq: VarQuant, name: str, cal: Calibration,
         vq = replace(vq, fl=fp.search_fl(
             lambda fl: l2_per_sample(xs, fq(xs, replace(vq, fl=fl))), fl0, vq.fl_search)[0])
     return vq, l2_per_sample(x, fq(x, vq))
+
+
+def _resolve_clustered(vq: VarQuant, x: np.ndarray, st) -> tuple[VarQuant, float]:
+    """A clustered activation: the grid is the dynamic fixed point of ``book_bits``
+    (FL searched as for any activation), the codebook the clustering of the calibration
+    samples on it (DESIGN §3.8: indices + integers at one ε)."""
+    from edgeq.engine.ptq.emulate import fq
+
+    if vq.fl is None:
+        grid = replace(vq, method="dynamic", bits=vq.book_bits, codebook=None)
+        fl0 = fp.initial_fl(st.max_abs, grid.bits, vq.signed)
+        xs = x[:ACT_SEARCH_SAMPLES]
+        vq = replace(vq, fl=fp.search_fl(
+            lambda fl: l2_per_sample(xs, fq(xs, replace(grid, fl=fl))), fl0, vq.fl_search)[0])
+    if vq.codebook is None:
+        vq = replace(vq, codebook=_activation_codebook(x, vq))
+    return vq, l2_per_sample(x, fq(x, vq))
+
+
+def _activation_codebook(x: np.ndarray, vq: VarQuant) -> tuple[int, ...]:
+    """The codebook of an activation. When calibration saw exact zeros (a ReLU output),
+    0 is kept as an entry and the other 2^B − 1 cluster the non-zero values: a plain
+    k-means would merge the zeros with the small values into a centroid above 0, biasing
+    every zero the next layer reads (measured: −1.1 points of digits accuracy at 4 bits)."""
+    v = np.ravel(x)
+    nonzero = v[v != 0]
+    if nonzero.size == v.size or nonzero.size == 0:
+        return cluster(v, vq, vq.fl, vq.signed)
+    book = cluster(nonzero, vq, vq.fl, vq.signed, k=2**vq.bits - 1)
+    return tuple(sorted(set(book) | {0}))
 
 
 # -- the whole network -------------------------------------------------------------------
