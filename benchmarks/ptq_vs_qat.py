@@ -13,7 +13,9 @@ For each task, in the same run and from the same float network:
 
 Columns: task metric (digits: test accuracy %, landmarks: NME %), weight bytes (the
 integer network's constants at their storage width: ``pipeline.int_weight_bytes``),
-activation bytes per sample (every node output: ``pipeline.activation_bytes``), and
+activation bytes per sample (every node output; for integer networks after fusing each
+requantisation into its Conv/Gemm, as the deployed program stores them:
+``pipeline.fused_activation_bytes``; FP: the same tensors in float32), and
 **deployed bit-exactness**: the generated C program (``edgeq.engine.load(...,
 backend="c")``) gives the same integers as the reference backend on the test inputs
 (``null`` without gcc).
@@ -113,7 +115,8 @@ def deployed_exact(path_or_graph, x: np.ndarray) -> bool | None:
 
 def run_qat(task_name: str, args, work: Path) -> tuple[list[dict], dict]:
     """Every QAT variant through the pipeline; returns its rows and the FP row."""
-    from edgeq.lab.pipeline import run_seed
+    from edgeq.engine import load
+    from edgeq.lab.pipeline import fused_activation_bytes, run_seed
     from edgeq.lab.tasks import make_task
 
     variants = QUICK_QAT if args.quick else QAT
@@ -129,7 +132,8 @@ def run_qat(task_name: str, args, work: Path) -> tuple[list[dict], dict]:
         x = task.inputs("test").numpy()
         rows.append({"family": "QAT", "method": label, "bits": bits,
                      "metric": res.metrics[f"tq_{name}"], "weight_bytes": res.int_weight_bytes,
-                     "act_bytes": res.int_activation_bytes, "torch_engine_exact": res.bit_exact,
+                     "act_bytes": fused_activation_bytes(load(out / "model_tq.onnx").graph),
+                     "torch_engine_exact": res.bit_exact,
                      "deployed_exact": deployed_exact(out / "model_tq.onnx", x),
                      "seconds": time.perf_counter() - start})
         if fp is None:
@@ -142,7 +146,7 @@ def run_ptq(fp_onnx: Path, task, quick: bool) -> tuple[list[dict], int]:
     from edgeq.engine import load
     from edgeq.engine.ptq import ptq
     from edgeq.engine.ptq.calibration import calibrate
-    from edgeq.lab.pipeline import activation_bytes, int_weight_bytes
+    from edgeq.lab.pipeline import fused_activation_bytes, int_weight_bytes
 
     graph = load(fp_onnx).graph
     name, out_name = graph.inputs[0], graph.outputs[0]
@@ -161,10 +165,11 @@ def run_ptq(fp_onnx: Path, task, quick: bool) -> tuple[list[dict], int]:
             rows.append({"family": "PTQ",
                          "method": method + (" per-channel" if per_channel else ""),
                          "bits": bits, "metric": metric, "weight_bytes": int_weight_bytes(r.graph),
-                         "act_bytes": activation_bytes(r.graph)[0],
+                         "act_bytes": fused_activation_bytes(r.graph),
                          "deployed_exact": deployed_exact(r.graph, x),
                          "seconds": time.perf_counter() - start})
-    return rows, activation_bytes(graph)[0]
+    # the float network's activations: the same tensors as the fused integer graph, float32
+    return rows, fused_activation_bytes(r.graph, float_bytes=4)
 
 
 def run_task(task_name: str, args) -> dict:

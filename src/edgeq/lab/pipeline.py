@@ -89,6 +89,27 @@ def activation_bytes(graph) -> tuple[int, int]:
     return sum(sizes), max(sizes, default=0)
 
 
+def fused_activation_bytes(graph, float_bytes: int | None = None) -> int:
+    """Bytes per sample of every node output once each requantisation is fused into the
+    Conv/Gemm/MatMul it follows, as a deployed program stores them: the wide accumulators
+    of the unfused integer graph never reach memory there. ``float_bytes``: count the same
+    tensors at that many bytes per element instead (the float network's equivalent)."""
+    from edgeq.engine.backends.c.project import concretise
+    from edgeq.engine.backends.reference import supported_ops
+    from edgeq.engine.passes import run_passes
+    from edgeq.engine.passes.fold import absorb_input_zero_point, fold_constant_quantisers
+    from edgeq.engine.passes.fusion import fuse_clip, fuse_requant
+
+    g = run_passes(concretise(graph, 1), [fold_constant_quantisers, absorb_input_zero_point,
+                                          fuse_requant, fuse_clip], known_ops=supported_ops())
+    if float_bytes is None:
+        return activation_bytes(g)[0]
+    from edgeq.engine.analysis import _static_numel
+
+    return sum(float_bytes * (_static_numel(g.values[o].shape) or 0)
+               for n in g.nodes for o in n.outputs)
+
+
 def _cpu_seconds() -> float:
     """CPU seconds of this process and of its finished children (gcc, the C program)."""
     import resource
