@@ -304,15 +304,54 @@ def write_sources(graph: Graph, mplan, directory: Path, t: Target, threads: int 
 # ---------------------------------------------------------------------------------
 # build
 # ---------------------------------------------------------------------------------
+def _kernel_flags(t: Target) -> list[str]:
+    return ["-std=c99", "-Wall", "-Wextra", "-Werror", *t.cflags.split(), "-DEQ_THREADS",
+            "-pthread"]
+
+
+def kernel_objects(t: Target) -> list[Path]:
+    """The kernel library's objects for ``t``, compiled once per compiler, flags and
+    sources into the cache dir (the kernels are most of a build's compile time; a model
+    only adds its call sequence and data)."""
+    h = hashlib.sha256(" ".join([t.cc, *_kernel_flags(t)]).encode())
+    for name in KERNEL_FILES:
+        h.update(name.encode() + kernel_source(name).encode())
+    d = cache_dir() / f"kernels-{t.name}-{h.hexdigest()[:20]}"
+    objs = [d / (f[:-2] + ".o") for f in KERNEL_FILES if f.endswith(".c")]
+    if all(o.exists() for o in objs):
+        return objs
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.tmp-", dir=d.parent))
+    try:
+        for name in KERNEL_FILES:
+            (tmp / name).write_text(kernel_source(name))
+        _run_cc([t.cc, *_kernel_flags(t), "-c", *(f for f in KERNEL_FILES if f.endswith(".c"))],
+                tmp, "the kernel library")
+        try:  # another process may have built the same objects meanwhile: keep theirs
+            os.rename(tmp, d)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return objs
+
+
 def build_commands(t: Target) -> list[list[str]]:
-    """The Makefile's two steps, run directly (no dependency on make)."""
-    srcs = [*PROGRAM_FILES, *(f for f in KERNEL_FILES if f.endswith(".c"))]
+    """What the Makefile does, run directly (no dependency on make), with the kernel
+    library's cached objects (:func:`kernel_objects`) instead of compiling it again."""
     warn = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
     return [
         [t.cc, *warn, "-O0", "-c", "-o", "weights.o", "weights.c"],
-        [t.cc, *warn, *t.cflags.split(), "-DEQ_THREADS", "-pthread", "-o", "run_model", *srcs,
-         "weights.o", *t.ldflags.split(), "-lm"],
+        [t.cc, *_kernel_flags(t), "-o", "run_model", *PROGRAM_FILES,
+         *map(str, kernel_objects(t)), "weights.o", *t.ldflags.split(), "-lm"],
     ]
+
+
+def _run_cc(cmd: list[str], cwd: Path, what: str) -> None:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"build of {what} failed: {_first_error(proc.stderr + proc.stdout)}")
 
 
 def build(directory: Path, t: Target) -> Path:
@@ -320,10 +359,7 @@ def build(directory: Path, t: Target) -> Path:
         raise BuildError(f"compiler '{t.cc}' for target {t.name} not found on PATH "
                          "(scripts/install-arm-toolchain.sh installs the cross toolchain)")
     for cmd in build_commands(t):
-        proc = subprocess.run(cmd, cwd=directory, capture_output=True, text=True)
-        if proc.returncode != 0:
-            first = _first_error(proc.stderr + proc.stdout)
-            raise BuildError(f"build of {directory.name} failed: {first}")
+        _run_cc(cmd, directory, directory.name)
     return directory / "run_model"
 
 
