@@ -44,7 +44,7 @@ class SeedResult:
     dory_bit_exact: bool
     fp_weight_bytes: int
     int_weight_bytes: int
-    int_activation_bytes: int  # every node output of the integer network, per sample
+    int_activation_bytes: int  # every node output of the deployed (fused) network, per sample
     int_peak_activation_bytes: int  # the largest single node output, per sample
     seconds: float
     stage_seconds: dict = field(default_factory=dict)
@@ -89,19 +89,24 @@ def activation_bytes(graph) -> tuple[int, int]:
     return sum(sizes), max(sizes, default=0)
 
 
-def fused_activation_bytes(graph, float_bytes: int | None = None) -> int:
-    """Bytes per sample of every node output once each requantisation is fused into the
-    Conv/Gemm/MatMul it follows, as a deployed program stores them: the wide accumulators
-    of the unfused integer graph never reach memory there. ``float_bytes``: count the same
-    tensors at that many bytes per element instead (the float network's equivalent)."""
+def fused_graph(graph):
+    """``graph`` with each requantisation fused into the Conv/Gemm/MatMul it follows, as a
+    deployed program runs it: the wide accumulators of the unfused graph never reach memory."""
     from edgeq.engine.backends.c.project import concretise
     from edgeq.engine.backends.reference import supported_ops
     from edgeq.engine.passes import run_passes
     from edgeq.engine.passes.fold import absorb_input_zero_point, fold_constant_quantisers
     from edgeq.engine.passes.fusion import fuse_clip, fuse_requant
 
-    g = run_passes(concretise(graph, 1), [fold_constant_quantisers, absorb_input_zero_point,
-                                          fuse_requant, fuse_clip], known_ops=supported_ops())
+    return run_passes(concretise(graph, 1), [fold_constant_quantisers, absorb_input_zero_point,
+                                             fuse_requant, fuse_clip], known_ops=supported_ops())
+
+
+def fused_activation_bytes(graph, float_bytes: int | None = None) -> int:
+    """Bytes per sample of every node output of :func:`fused_graph` (as a deployed program
+    stores them). ``float_bytes``: count the same tensors at that many bytes per element
+    instead (the float network's equivalent)."""
+    g = fused_graph(graph)
     if float_bytes is None:
         return activation_bytes(g)[0]
     from edgeq.engine.analysis import _static_numel
@@ -247,7 +252,7 @@ def run_seed(config: PipelineConfig, seed: int, out: Path, progress: bool = True
     (out / "fidelity.txt").write_text(report.format() + "\n")
     torch.save(fq.state_dict(), out / FQ_STATE)
     artefacts = task.write_artefacts(out, outputs)
-    act_total, act_peak = activation_bytes(graph)
+    act_total, act_peak = activation_bytes(fused_graph(graph))
     clock.done("report")
     clock.close()
     if session.board is not None:
