@@ -17,17 +17,15 @@ from edgeq.engine import load
 from edgeq.engine.analysis import layer_table
 from edgeq.engine.ir import Graph, QuantInfo, Value
 from edgeq.engine.model import Model
-from edgeq.engine.onnx import import_onnx
 from edgeq.engine.onnx.exporter import export_onnx
 from edgeq.engine.ptq import PTQConfig, ptq
-from edgeq.engine.ptq.calibration import calibrate
 from edgeq.engine.ptq.config import VarQuant
 from edgeq.engine.ptq.lower import _requant_target
 from edgeq.engine.ptq.plan import make_plan
 from edgeq.engine.ptq.resolve import decode
 from edgeq.errors import ConfigError
 from edgeq.numerics import IntRange
-from tests.engine.ptq.models import calib_arrays, small_cnn
+from tests.engine.ptq.models import calib_arrays
 
 
 def nearest(q: int, book: list[int]) -> int:
@@ -62,21 +60,6 @@ def test_threshold_decoder_is_the_nearest_entry(book, q):
     y = Model(g).run({g.inputs[0]: x})["y"]
     assert y.tolist() == [expected]
     assert g.values["y"].quant.codebook == book
-
-
-@pytest.fixture(scope="module")
-def float_graph():
-    return import_onnx(small_cnn())
-
-
-@pytest.fixture(scope="module")
-def arrays():
-    return calib_arrays()
-
-
-@pytest.fixture(scope="module")
-def calibration(float_graph, arrays):
-    return calibrate(float_graph, arrays, 64, progress=False)
 
 
 def clustered_config(graph, methods, bits=3) -> PTQConfig:

@@ -14,24 +14,9 @@ from edgeq.engine.model import Model
 from edgeq.engine.onnx import import_onnx
 from edgeq.engine.onnx.exporter import export_onnx
 from edgeq.engine.ptq import METHODS, PTQConfig, ptq
-from edgeq.engine.ptq.calibration import calibrate, check_inputs
+from edgeq.engine.ptq.calibration import check_inputs
 from edgeq.errors import ConfigError, ShapeError, UnsupportedOpError
-from tests.engine.ptq.models import calib_arrays, small_cnn, with_softmax
-
-
-@pytest.fixture(scope="module")
-def float_graph():
-    return import_onnx(small_cnn())
-
-
-@pytest.fixture(scope="module")
-def arrays():
-    return calib_arrays()
-
-
-@pytest.fixture(scope="module")
-def calibration(float_graph, arrays):
-    return calibrate(float_graph, arrays, 64, progress=False)
+from tests.engine.ptq.models import small_cnn, with_softmax
 
 
 def dequantised(graph, x, out="logits"):
