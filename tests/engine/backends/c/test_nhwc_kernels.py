@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes as C
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from edgeq.engine.backends.c import generator as gen
@@ -75,8 +75,25 @@ def _shape(x, wt, attrs, y):
                      *attrs["dilations"], attrs["pads"][0], attrs["pads"][1], attrs["group"])
 
 
+def _row_dilated_3x3():
+    """3x3 depthwise, stride 1, dilation (2, 1): must not take the column-reuse path,
+    which assumes dilation 1 in both directions (found by hypothesis in CI)."""
+    rng = np.random.default_rng(5)
+    c = 8
+    x = rng.integers(0, 256, (1, c, 8, 5)).astype(np.uint8)
+    wt = rng.integers(-128, 128, (c, 1, 3, 3)).astype(np.int8)
+    b = rng.integers(-(2**20), 2**20, c).astype(np.int32)
+    b = (b // 64).astype(np.int32)
+    # |acc| <= 2^14 + 9*255*128 < 2^19, so acc / 2^12 + 128 stays inside [0, 255]: no
+    # clamp hides a wrong tap
+    mul, add = np.ones(c, np.int64), np.full(c, 128 << 12, np.int64)
+    attrs = dict(group=c, strides=[1, 1], dilations=[2, 1], pads=[0, 0, 0, 0])
+    return x, wt, b, attrs, ((mul, add, 12, 0, 255), np.dtype(np.uint8))
+
+
 @settings(max_examples=40, deadline=None)
 @given(conv_case(depthwise=True))
+@example(case=_row_dilated_3x3())
 def test_dw_nhwc_matches_reference(lib, case):
     x, wt, b, attrs, (rqp, out_dt) = case
     acc = conv(x, wt, b, **attrs)

@@ -515,7 +515,7 @@ static void dw_rows_vnni(const dw_ctx *d, int r0, int r1, const rq_vec *rv) {
         uint8_t *yr = (uint8_t *)d->y + ((size_t)ni * s->oh + oy) * OW * C;
         const size_t xs = (size_t)s->sw * C; /* x step between neighbouring outputs */
         /* 3x3 stride 1: column reuse (stride 2 measured faster on the 4-output path) */
-        const int k33 = KH == 3 && KW == 3 && DW == 1 && s->sw == 1;
+        const int k33 = KH == 3 && KW == 3 && DH == 1 && DW == 1 && s->sw == 1;
         int ox = 0;
         for (; ox < OW; ox++) {
             const int ix0 = ox * s->sw - s->pl;
