@@ -130,14 +130,20 @@ void eq_parallel_shares(eq_task fn, void *ctx, int shares, int nt) {
             pthread_cond_broadcast(&pool.cv);
             pthread_mutex_unlock(&pool.mu);
         }
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         run_shares();
         if (__atomic_load_n(&pool.done, __ATOMIC_ACQUIRE) < shares) {
-            struct timespec t0;
-            clock_gettime(CLOCK_MONOTONIC, &t0);
+            const long run_ns = elapsed_ns(&t0); /* the caller's own shares */
+            struct timespec t1;
+            clock_gettime(CLOCK_MONOTONIC, &t1);
             int spins = 0;
             while (__atomic_load_n(&pool.done, __ATOMIC_ACQUIRE) < shares)
                 if (++spins < EQ_SPIN_JOIN) relax(); else sched_yield();
-            if (elapsed_ns(&t0) > EQ_STALL_NS) backoff = EQ_BACKOFF;
+            /* waiting for a worker's last share takes at most about one share, and the
+             * caller ran at least one: a longer wait is a preempted worker, not a big layer */
+            const long wait_ns = elapsed_ns(&t1);
+            if (wait_ns > EQ_STALL_NS && wait_ns > run_ns) backoff = EQ_BACKOFF;
         }
         return;
     }
