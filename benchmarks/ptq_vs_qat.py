@@ -115,8 +115,7 @@ def deployed_exact(path_or_graph, x: np.ndarray) -> bool | None:
 
 def run_qat(task_name: str, args, work: Path) -> tuple[list[dict], dict]:
     """Every QAT variant through the pipeline; returns its rows and the FP row."""
-    from edgeq.engine import load
-    from edgeq.lab.pipeline import fused_activation_bytes, run_seed
+    from edgeq.lab.pipeline import run_seed
     from edgeq.lab.tasks import make_task
 
     variants = QUICK_QAT if args.quick else QAT
@@ -132,8 +131,7 @@ def run_qat(task_name: str, args, work: Path) -> tuple[list[dict], dict]:
         x = task.inputs("test").numpy()
         rows.append({"family": "QAT", "method": label, "bits": bits,
                      "metric": res.metrics[f"tq_{name}"], "weight_bytes": res.int_weight_bytes,
-                     "act_bytes": fused_activation_bytes(load(out / "model_tq.onnx").graph),
-                     "torch_engine_exact": res.bit_exact,
+                     "act_bytes": res.int_activation_bytes, "torch_engine_exact": res.bit_exact,
                      "deployed_exact": deployed_exact(out / "model_tq.onnx", x),
                      "seconds": time.perf_counter() - start})
         if fp is None:

@@ -92,14 +92,9 @@ def activation_bytes(graph) -> tuple[int, int]:
 def fused_graph(graph):
     """``graph`` with each requantisation fused into the Conv/Gemm/MatMul it follows, as a
     deployed program runs it: the wide accumulators of the unfused graph never reach memory."""
-    from edgeq.engine.backends.c.project import concretise
-    from edgeq.engine.backends.reference import supported_ops
-    from edgeq.engine.passes import run_passes
-    from edgeq.engine.passes.fold import absorb_input_zero_point, fold_constant_quantisers
-    from edgeq.engine.passes.fusion import fuse_clip, fuse_requant
+    from edgeq.engine.backends.c.project import fuse_graph
 
-    return run_passes(concretise(graph, 1), [fold_constant_quantisers, absorb_input_zero_point,
-                                             fuse_requant, fuse_clip], known_ops=supported_ops())
+    return fuse_graph(graph, 1)
 
 
 def fused_activation_bytes(graph, float_bytes: int | None = None) -> int:

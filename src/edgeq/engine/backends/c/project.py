@@ -112,19 +112,28 @@ def concretise(graph: Graph, batch: int) -> Graph:
     return complete_shapes(g)
 
 
-def prepare_graph(graph: Graph, batch: int = 1) -> Graph:
-    """Concrete shapes, then fusion, the range proof and the layouts (NHWC for the 8-bit
-    convolutions), validated after each pass."""
+def fuse_graph(graph: Graph, batch: int = 1) -> Graph:
+    """Concrete shapes, constant quantisers folded and each requantisation (and clip) fused
+    into the Conv/Gemm/MatMul it follows, validated after each pass."""
     from edgeq.engine.backends.reference import supported_ops
     from edgeq.engine.passes import run_passes
     from edgeq.engine.passes.fold import absorb_input_zero_point, fold_constant_quantisers
     from edgeq.engine.passes.fusion import fuse_clip, fuse_requant
+
+    return run_passes(concretise(graph, batch), [fold_constant_quantisers,
+                                                 absorb_input_zero_point, fuse_requant,
+                                                 fuse_clip], known_ops=supported_ops())
+
+
+def prepare_graph(graph: Graph, batch: int = 1) -> Graph:
+    """:func:`fuse_graph`, then the range proof and the layouts (NHWC for the 8-bit
+    convolutions), validated after each pass."""
+    from edgeq.engine.backends.reference import supported_ops
+    from edgeq.engine.passes import run_passes
     from edgeq.engine.passes.layout import assign_c_layouts
     from edgeq.engine.passes.ranges import prove_ranges
 
-    g = concretise(graph, batch)
-    return run_passes(g, [fold_constant_quantisers, absorb_input_zero_point, fuse_requant,
-                          fuse_clip, prove_ranges, assign_c_layouts],
+    return run_passes(fuse_graph(graph, batch), [prove_ranges, assign_c_layouts],
                       known_ops=supported_ops())
 
 
