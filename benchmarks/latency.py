@@ -143,15 +143,25 @@ def median_ms(fn, repeat: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def interleaved(timers: dict, rounds: int, per_round: int) -> dict[str, float]:
+# After a run, onnxruntime's intra-op workers keep spinning for ~50 ms (measured: 46-50 ms
+# of CPU time in the second after a 2-thread batch-1 run) and our pool for 0.1 ms: a peer
+# timed right after another would share its cores with the other's idle spinners.
+SETTLE_S = 0.12
+
+
+def interleaved(timers: dict, rounds: int, per_round: int,
+                settle: float = SETTLE_S) -> dict[str, float]:
     """Median over ``rounds`` of each timer's median of ``per_round`` runs, the timers
     taking turns inside every round: on a shared, noisy machine a burst of load then
-    hits every peer alike instead of whichever happened to run during it."""
+    hits every peer alike instead of whichever happened to run during it. Every turn
+    starts ``settle`` seconds after the previous one ended, when the previous peer's
+    worker threads have gone to sleep."""
     for fn in timers.values():
         fn(1)  # warm-up
     samples: dict[str, list[float]] = {name: [] for name in timers}
     for _ in range(rounds):
         for name, fn in timers.items():
+            time.sleep(settle)
             samples[name].append(fn(per_round))
     return {name: statistics.median(v) for name, v in samples.items()}
 

@@ -549,7 +549,7 @@ def _emit_hadd(em: _Emitter, node: Node) -> None:
     ptrs = ", ".join(f"(const void *){em.ptr(i)}" for i in node.inputs)
     dts = ", ".join(DTYPE_CODES[_dt(graph, i)] for i in node.inputs)
     body = [
-        f"static const void *const xs[{n}] = {{{ptrs}}};",
+        f"const void *const xs[{n}] = {{{ptrs}}};",
         f"static const int dts[{n}] = {{{dts}}};",
         f"static const int64_t im[{n}] = {{{', '.join(_c_int(v) for v in lst('in_mul', 1))}}};",
         f"static const int64_t ia[{n}] = {{{', '.join(_c_int(v) for v in lst('in_add', 0))}}};",

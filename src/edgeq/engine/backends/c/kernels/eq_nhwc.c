@@ -33,6 +33,7 @@ typedef struct {
     __m128i sh;
     __m512i lo, hi;
     int fast;
+    int sat; /* fast form: the clip is a saturating narrowing (1: [0, 255], 2: [-128, 127]) */
 } rq_vec;
 
 /* for channels [j0, j1) */
@@ -40,12 +41,13 @@ static inline rq_vec rq_setup(const eq_rq *rq, int j0, int j1) {
     int fast = rq->shift >= 32 && rq->lo >= INT32_MIN && rq->hi <= INT32_MAX && rq->lo <= rq->hi;
     for (int j = j0; j < j1 && fast; j++) fast = rq->mul[j] >= INT32_MIN && rq->mul[j] <= INT32_MAX;
     if (fast) {
+        const int sat = rq->lo == 0 && rq->hi == 255 ? 1 : rq->lo == -128 && rq->hi == 127 ? 2 : 0;
         rq_vec r = {_mm_cvtsi32_si128(rq->shift - 32), _mm512_set1_epi32((int32_t)rq->lo),
-                    _mm512_set1_epi32((int32_t)rq->hi), 1};
+                    _mm512_set1_epi32((int32_t)rq->hi), 1, sat};
         return r;
     }
     rq_vec r = {_mm_cvtsi32_si128(rq->shift), _mm512_set1_epi64(rq->lo), _mm512_set1_epi64(rq->hi),
-                0};
+                0, 0};
     return r;
 }
 
@@ -75,12 +77,20 @@ static inline rq_ch rq_load(const int64_t *mul, const int64_t *add, int n, const
     return c;
 }
 
+/* acc += a (u8 lanes) . w (s8 lanes), 4 products per int32 lane (see tile_vnni) */
+#define DPBUSD(acc, a, w) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(w))
+/* acc += a (s16 pairs) . w (s16 pairs) */
+#define DPWSSD(acc, a, w) __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(w))
+
 static inline __m128i rq16c(__m512i acc, const rq_ch *c, const rq_vec *r) {
     if (r->fast) {
         const __m512i e = _mm512_add_epi64(_mm512_mul_epi32(acc, c->m0), c->a0);
         const __m512i o = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(acc, 32), c->m1), c->a1);
-        __m512i v = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(e, 32), o);
+        /* even lanes: the high halves of e (dwords swapped in place), odd lanes: of o */
+        __m512i v = _mm512_mask_shuffle_epi32(o, (__mmask16)0x5555, e, _MM_PERM_CDAB);
         v = _mm512_sra_epi32(v, r->sh);
+        if (r->sat == 1) return _mm512_cvtusepi32_epi8(_mm512_max_epi32(v, _mm512_setzero_si512()));
+        if (r->sat == 2) return _mm512_cvtsepi32_epi8(v);
         v = _mm512_min_epi32(_mm512_max_epi32(v, r->lo), r->hi);
         return _mm512_cvtepi32_epi8(v);
     }
@@ -129,57 +139,115 @@ static inline uint32_t load4(const uint8_t *row, int k, int k_len, uint32_t flip
 }
 
 #ifdef EQ_NHWC_VNNI
-/* R pixels (rows of a) x NB blocks of 16 channels (nj valid): acc = bias + a[r] . w[b].
- * y8 != NULL: requantised bytes to y8 + r*ldy (rq: mul/add of these channels); else the
- * int32 sums to out[r*64 + j]. */
+/* One row's 4 bytes at k4 against NB weight vectors (accumulators X0..X3). */
+#define ROW_DOT(r, X0, X1, X2, X3)                                                       \
+    {                                                                                    \
+        int32_t v;                                                                       \
+        memcpy(&v, a + (size_t)(r) * lda + 4 * k4, 4);                                   \
+        __m512i av = _mm512_set1_epi32(v);                                               \
+        if (FL) av = _mm512_xor_si512(av, fl); /* s8 activations */                      \
+        DPBUSD(X0, av, w0);                                            \
+        if (NB > 1) DPBUSD(X1, av, w1);                                \
+        if (NB > 2) DPBUSD(X2, av, w2);                                \
+        if (NB > 3) DPBUSD(X3, av, w3);                                \
+    }
+#define ROW_TAIL(r, X0, X1, X2, X3)                                                      \
+    {                                                                                    \
+        const __m512i av = _mm512_set1_epi32((int)load4(a + (size_t)(r) * lda, 4 * k4, K, flip)); \
+        DPBUSD(X0, av, w0);                                            \
+        if (NB > 1) DPBUSD(X1, av, w1);                                \
+        if (NB > 2) DPBUSD(X2, av, w2);                                \
+        if (NB > 3) DPBUSD(X3, av, w3);                                \
+    }
+#define ROW_OUT(r, X0, X1, X2, X3)                                                       \
+    {                                                                                    \
+        tile_out(X0, r, 0, tc, y8, ldy, out);                                            \
+        if (NB > 1) tile_out(X1, r, 1, tc, y8, ldy, out);                                \
+        if (NB > 2) tile_out(X2, r, 2, tc, y8, ldy, out);                                \
+        if (NB > 3) tile_out(X3, r, 3, tc, y8, ldy, out);                                \
+    }
+
+/* Per-channel constants of up to 4 blocks of 16 output channels, set up once per block
+ * of channels rather than per tile (for a short K they cost as much as the products). */
+typedef struct {
+    __m512i bias[4];
+    rq_ch rc[4];
+    __mmask16 mask[4];
+    const rq_vec *rv;
+} tile_consts;
+
+static inline void tile_setup(tile_consts *tc, int nj, const int32_t *bias, const int64_t *mul,
+                              const int64_t *add, const rq_vec *rv) {
+    tc->rv = rv;
+    for (int b = 0; b < 4; b++) {
+        const int n = nj - 16 * b;
+        tc->mask[b] = n > 0 ? lanes(n) : 0;
+        tc->bias[b] = _mm512_maskz_loadu_epi32(tc->mask[b], bias + 16 * b);
+        const rq_ch none = {_mm512_setzero_si512(), _mm512_setzero_si512(),
+                            _mm512_setzero_si512(), _mm512_setzero_si512()};
+        tc->rc[b] = mul != NULL && n > 0 ? rq_load(mul + 16 * b, add + 16 * b, n, rv) : none;
+    }
+}
+
+/* acc of row r, channel block b (bias included): requantised bytes to y8 + r*ldy
+ * (y8 != NULL), else int32 to out[r*64 + 16b] */
+static inline __attribute__((always_inline)) void tile_out(
+    __m512i acc, int r, int b, const tile_consts *tc, uint8_t *y8, size_t ldy, int32_t *out) {
+    if (y8)
+        _mm_mask_storeu_epi8(y8 + (size_t)r * ldy + 16 * b, tc->mask[b],
+                             rq16c(acc, &tc->rc[b], tc->rv));
+    else
+        _mm512_storeu_si512((void *)(out + (size_t)r * 64 + b * 16), acc);
+}
+
+/* R pixels (rows of a; 1 or 4) x NB blocks of 16 channels: acc = bias + a[r] . w[b].
+ * y8 != NULL: requantised bytes to y8 + r*ldy; else the int32 sums to out[r*64 + j].
+ * The 16 accumulators are named variables, not an array, and vpdpbusd is inline asm
+ * (DPBUSD): gcc 12 kept an array's elements in memory, and with the intrinsic it copied
+ * accumulators out and back around each vpdpbusd (32 register moves and 2 spills per 16
+ * vpdpbusd, measured). */
 static inline __attribute__((always_inline)) void tile_vnni(
     const uint8_t *a, size_t lda, int K, uint32_t flip, const int8_t *w, int kp,
-    const int R, const int NB, const int FL, int nj, const int32_t *bias, const int64_t *mul,
-    const int64_t *add, const rq_vec *rv, uint8_t *y8, size_t ldy, int32_t *out) {
-    __m512i acc[4][4];
-    for (int r = 0; r < R; r++)
-        for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_si512();
+    const int R, const int NB, const int FL, const tile_consts *tc, uint8_t *y8, size_t ldy,
+    int32_t *out) {
+    const __m512i z = _mm512_setzero_si512();
+    const __m512i b0 = tc->bias[0], b1 = tc->bias[1], b2 = tc->bias[2], b3 = tc->bias[3];
+    __m512i c00 = b0, c01 = b1, c02 = b2, c03 = b3, c10 = b0, c11 = b1, c12 = b2, c13 = b3;
+    __m512i c20 = b0, c21 = b1, c22 = b2, c23 = b3, c30 = b0, c31 = b1, c32 = b2, c33 = b3;
     const int k4full = K / 4;
     const __m512i fl = _mm512_set1_epi32((int)flip);
-    for (int k4 = 0; k4 < k4full; k4++) {
-        __m512i wv[4];
-        for (int b = 0; b < NB; b++) {
-            wv[b] = _mm512_loadu_si512((const void *)(w + (size_t)b * 16 * kp + (size_t)k4 * 64));
-            /* keep it in a register: folded into each vpdpbusd as a memory operand it was
-             * loaded R times (measured: load-bound) */
-            __asm__("" : "+v"(wv[b]));
-        }
-        for (int r = 0; r < R; r++) {
-            int32_t v;
-            memcpy(&v, a + (size_t)r * lda + 4 * k4, 4);
-            const __m512i bc = _mm512_set1_epi32(v);
-            const __m512i av = FL ? _mm512_xor_si512(bc, fl) : bc; /* FL: s8 activations */
-            for (int b = 0; b < NB; b++) acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], av, wv[b]);
+    const int8_t *wk = w;
+    const size_t bs = (size_t)16 * kp; /* bytes between channel blocks */
+    for (int k4 = 0; k4 < k4full; k4++, wk += 64) {
+        const __m512i w0 = _mm512_loadu_si512((const void *)wk);
+        const __m512i w1 = NB > 1 ? _mm512_loadu_si512((const void *)(wk + bs)) : z;
+        const __m512i w2 = NB > 2 ? _mm512_loadu_si512((const void *)(wk + 2 * bs)) : z;
+        const __m512i w3 = NB > 3 ? _mm512_loadu_si512((const void *)(wk + 3 * bs)) : z;
+        ROW_DOT(0, c00, c01, c02, c03)
+        if (R > 1) {
+            ROW_DOT(1, c10, c11, c12, c13)
+            ROW_DOT(2, c20, c21, c22, c23)
+            ROW_DOT(3, c30, c31, c32, c33)
         }
     }
     if (K % 4) {
         const int k4 = k4full;
-        for (int r = 0; r < R; r++) {
-            const __m512i av = _mm512_set1_epi32((int)load4(a + (size_t)r * lda, 4 * k4, K, flip));
-            for (int b = 0; b < NB; b++)
-                acc[r][b] = _mm512_dpbusd_epi32(
-                    acc[r][b], av,
-                    _mm512_loadu_si512((const void *)(w + (size_t)b * 16 * kp + (size_t)k4 * 64)));
+        const __m512i w0 = _mm512_loadu_si512((const void *)wk);
+        const __m512i w1 = NB > 1 ? _mm512_loadu_si512((const void *)(wk + bs)) : z;
+        const __m512i w2 = NB > 2 ? _mm512_loadu_si512((const void *)(wk + 2 * bs)) : z;
+        const __m512i w3 = NB > 3 ? _mm512_loadu_si512((const void *)(wk + 3 * bs)) : z;
+        ROW_TAIL(0, c00, c01, c02, c03)
+        if (R > 1) {
+            ROW_TAIL(1, c10, c11, c12, c13)
+            ROW_TAIL(2, c20, c21, c22, c23)
+            ROW_TAIL(3, c30, c31, c32, c33)
         }
     }
-    for (int b = 0; b < NB; b++) {
-        const int n = nj - 16 * b;
-        const __m512i bv = _mm512_maskz_loadu_epi32(lanes(n), bias + 16 * b);
-        if (y8) {
-            const rq_ch c = rq_load(mul + 16 * b, add + 16 * b, n, rv);
-            for (int r = 0; r < R; r++)
-                _mm_mask_storeu_epi8(y8 + (size_t)r * ldy + 16 * b, lanes(n),
-                                     rq16c(_mm512_add_epi32(acc[r][b], bv), &c, rv));
-        } else {
-            for (int r = 0; r < R; r++)
-                _mm512_storeu_si512((void *)(out + (size_t)r * 64 + b * 16),
-                                    _mm512_add_epi32(acc[r][b], bv));
-        }
+    ROW_OUT(0, c00, c01, c02, c03)
+    if (R > 1) {
+        ROW_OUT(1, c10, c11, c12, c13)
+        ROW_OUT(2, c20, c21, c22, c23)
+        ROW_OUT(3, c30, c31, c32, c33)
     }
 }
 #endif
@@ -205,8 +273,8 @@ static void tile_c(const uint8_t *a, int K, uint32_t flip, const int8_t *w, int 
 
 #ifdef EQ_NHWC_VNNI
 #define TILE1(R, NB, FL)                                                                 \
-    tile_vnni(ap, lda, K, flip, wb, kp, R, NB, FL, nj, bias + jb, mul + jb, add + jb, &rv, \
-              y8 ? y8 + (size_t)p * ldy + jb : NULL, ldy, out)
+    tile_vnni(ap, lda, K, flip, wb, kp, R, NB, FL, &tc, y8 ? y8 + (size_t)p * ldy + jb : NULL, \
+              ldy, out)
 /* constant R, NB and FL: the tile's loops unroll and its accumulators stay in registers */
 #define TILE(R, NB)                                                                      \
     do {                                                                                 \
@@ -231,7 +299,7 @@ static void gemm_range(const uint8_t *a, size_t lda, int K, uint32_t flip, const
     const int64_t *mul = fast ? rq->mul : NULL, *add = fast ? rq->add : NULL;
     const rq_vec rv = fast ? rq_setup(rq, j0, j1)
                            : (rq_vec){_mm_setzero_si128(), _mm512_setzero_si512(),
-                                      _mm512_setzero_si512(), 0};
+                                      _mm512_setzero_si512(), 0, 0};
 #endif
     for (int q0 = p0; q0 < p1; q0 += pb) {
         const int q1 = q0 + pb < p1 ? q0 + pb : p1;
@@ -240,6 +308,8 @@ static void gemm_range(const uint8_t *a, size_t lda, int K, uint32_t flip, const
             const int8_t *wb = w + (size_t)jb * kp;
             int p = q0;
 #ifdef EQ_NHWC_VNNI
+            tile_consts tc;
+            tile_setup(&tc, nj, bias + jb, mul ? mul + jb : NULL, add ? add + jb : NULL, &rv);
             for (; p + 4 <= q1; p += 4) {
                 const uint8_t *ap = a + (size_t)p * lda;
                 switch (nb) {

@@ -222,17 +222,21 @@ int main(int argc, char **argv) {
     if (repeat > 0 || per_layer) {
         const int n = repeat > 0 ? repeat : 10;
         double *total = malloc(sizeof(double) * (size_t)n);
-        double *layer = malloc(sizeof(double) * (size_t)n * (size_t)(eq_n_layers ? eq_n_layers : 1));
+        double *layer = calloc((size_t)n * (size_t)(eq_n_layers ? eq_n_layers : 1), sizeof(double));
         if (!total || !layer) fail("out of memory", NULL);
         for (int r = 0; r < n; r++) {
             /* in-place layers may have reused the input bytes: reload */
             for (int k = 0; k < eq_n_inputs; k++) load_input(k, xs[k], dts[k], numels[k]);
             const double t0 = now_us();
-            if (per_layer) {
-                for (int l = 0; l < eq_n_layers; l++) {
-                    const double a = now_us();
-                    eq_run_layer(l);
-                    layer[(size_t)l * n + r] = now_us() - a;
+            if (per_layer) { /* a layer's time: the sum over the samples of a sample loop */
+                for (int s = 0; s < eq_samples; s++) {
+                    eq_sample_begin(s);
+                    for (int l = 0; l < eq_n_layers; l++) {
+                        const double a = now_us();
+                        eq_run_layer(l);
+                        layer[(size_t)l * n + r] += now_us() - a;
+                    }
+                    eq_sample_end(s);
                 }
             } else {
                 eq_run();
