@@ -344,7 +344,10 @@ def _sample_run(graph: Graph, em: gen._Emitter, loop) -> list[str]:
         "        sample_out(s);",
         "    }",
         "}",
-        f"void eq_run(void) {{ next_sample = 0; eq_parallel(sample_task, NULL, {loop.contexts}); }}",
+        "void eq_run(void) {",
+        "    next_sample = 0;",
+        f"    eq_parallel(sample_task, NULL, {loop.contexts});",
+        "}",
         "void eq_sample_begin(int s) { use_context(0); sample_in(s); }",
         "void eq_sample_end(int s) { sample_out(s); }",
     ]

@@ -60,7 +60,7 @@ typedef struct {
     __m512i m0, m1, a0, a1;
 } rq_ch;
 
-static inline rq_ch rq_load(const int64_t *mul, const int64_t *add, int n, const rq_vec *r) {
+static inline __attribute__((always_inline)) rq_ch rq_load(const int64_t *mul, const int64_t *add, int n, const rq_vec *r) {
     const __mmask8 k0 = (__mmask8)lanes(n), k1 = (__mmask8)(lanes(n) >> 8);
     const __m512i ml = _mm512_maskz_loadu_epi64(k0, mul), mh = _mm512_maskz_loadu_epi64(k1, mul + 8);
     const __m512i al = _mm512_maskz_loadu_epi64(k0, add), ah = _mm512_maskz_loadu_epi64(k1, add + 8);
@@ -82,7 +82,7 @@ static inline rq_ch rq_load(const int64_t *mul, const int64_t *add, int n, const
 /* acc += a (s16 pairs) . w (s16 pairs) */
 #define DPWSSD(acc, a, w) __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(w))
 
-static inline __m128i rq16c(__m512i acc, const rq_ch *c, const rq_vec *r) {
+static inline __attribute__((always_inline)) __m128i rq16c(__m512i acc, const rq_ch *c, const rq_vec *r) {
     if (r->fast) {
         const __m512i e = _mm512_add_epi64(_mm512_mul_epi32(acc, c->m0), c->a0);
         const __m512i o = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(acc, 32), c->m1), c->a1);
@@ -395,6 +395,39 @@ int eq_nhwc_block(int kp) {
     return pb;
 }
 
+static inline void copy16(uint8_t *d, const uint8_t *src, uint64_t flip64) {
+    uint64_t a, b;
+    memcpy(&a, src, 8);
+    memcpy(&b, src + 8, 8);
+    a ^= flip64, b ^= flip64;
+    memcpy(d, &a, 8);
+    memcpy(d + 8, &b, 8);
+}
+
+/* The im2col row of an output pixel whose window lies inside the image and whose rows of
+ * taps (kw*C bytes, dilation 1 across) fit 16 bytes -- a first layer on RGB: one 16-byte
+ * copy per ky, each overwriting the surplus of the previous one, and a zero tail. Returns
+ * 0 (nothing written) for any other pixel, or when a copy would cross the end of x or
+ * of cols. */
+static inline int interior16(const eq_conv_shape *s, int ni, int oy, int ox, int kp,
+                             const uint8_t *x, const uint8_t *x_end, uint8_t *col,
+                             const uint8_t *cols_end, uint64_t flip64) {
+    const int C = s->c, span = s->kw * C, iy0 = oy * s->sh - s->pt, ix0 = ox * s->sw - s->pl;
+    const int taps = s->kh * span;
+    if (span > 16 || s->dw != 1 || kp - taps > 4 || iy0 < 0 || iy0 + (s->kh - 1) * s->dh >= s->h ||
+        ix0 < 0 || ix0 + s->kw > s->w)
+        return 0;
+    const uint8_t *src = x + (((size_t)ni * s->h + iy0) * s->w + ix0) * C;
+    const size_t row = (size_t)s->dh * s->w * C;
+    if (src + (size_t)(s->kh - 1) * row + 16 > x_end || col + (s->kh - 1) * span + 16 > cols_end ||
+        col + taps + 4 > cols_end)
+        return 0;
+    for (int ky = 0; ky < s->kh; ky++) copy16(col + ky * span, src + (size_t)ky * row, flip64);
+    const uint32_t zero = 0;
+    memcpy(col + taps, &zero, 4); /* the zero taps up to kp (and bytes the next row rewrites) */
+    return 1;
+}
+
 static void im2col_nhwc(const eq_conv_shape *s, const uint8_t *x, uint8_t flip, int q0, int nq,
                         int kp, uint8_t *cols) {
     const int C = s->c, H = s->h, W = s->w, OW = s->ow, OHW = s->oh * s->ow;
@@ -407,6 +440,7 @@ static void im2col_nhwc(const eq_conv_shape *s, const uint8_t *x, uint8_t flip, 
             if (++oy == s->oh) oy = 0, ni++;
         }
         uint8_t *col = cols + (size_t)i * kp;
+        if (interior16(s, ni, oy, ox, kp, x, x_end, col, cols_end, flip64)) continue;
         int t = 0;
         for (int ky = 0; ky < s->kh; ky++) {
             const int iy = oy * s->sh - s->pt + ky * s->dh;
