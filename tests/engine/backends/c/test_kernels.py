@@ -243,6 +243,31 @@ def test_gemm_q8_matches_reference(lib, rows, k, cols, signed, seed, data):
 
 
 @settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(2, 70), st.integers(1, 20),
+       st.sampled_from([np.int16, np.int32, np.int64, np.uint16]), st.integers(0, 2**31), st.data())
+def test_gemm_i32_matches_reference(lib, rows, k, cols, dtype, seed, data):
+    """Accumulators that fit int32 while partial sums do not (the first two terms are
+    +-2^31-ish and cancel): the modulo-2^32 sums give the exact result."""
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype)
+    a = rng.integers(max(info.min, -(2**15)), min(info.max, 2**15), (rows, k)).astype(dtype)
+    w = rng.integers(-8, 8, (cols, k)).astype(np.int64)
+    big = min(info.max, 2**15) - 1
+    a[:, 0] = a[:, 1] = big
+    w[:, 0], w[:, 1] = 2**31 // big, -(2**31 // big)
+    c = rng.integers(-(2**20), 2**20, cols).astype(np.int64)
+    acc = gemm(a, w, c, transB=1)
+    assert np.abs(acc).max() < 2**31 and big * w[0, 0] >= 2**30
+    mul, add, shift, lo, hi = requant_params(data.draw, cols, None)
+    y = np.zeros((rows, cols), np.int16)
+    r = rq_struct(mul, add, shift, lo, hi)
+    w32, c32 = w.astype(np.int32), c.astype(np.int32)
+    lib.eq_gemm_i32(rows, cols, k, ptr(a), CODES[a.dtype], ptr(w32), ptr(c32), C.byref(r),
+                    ptr(y), CODES[y.dtype], ptr(np.zeros(k, np.int32)))
+    np.testing.assert_array_equal(y, requant(acc, mul, add, shift=shift, lo=lo, hi=hi))
+
+
+@settings(max_examples=40, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 7), st.integers(0, 2**31), st.data())
 def test_requant_in_place_matches_reference(lib, outer, ch, inner, seed, data):
     """Output over the input's own bytes (the planner's in-place case), narrowing."""

@@ -508,10 +508,31 @@ def _emit_gemm(em: _Emitter, node: Node) -> None:
         nhwc.emit_gemm_q8(em, node, rows, cols, k, wi, bias32, rq, em.ptr(a_name), ac,
                           em.ptr(out), yc)
         return
+    if _i32_ok(em, node, a_name, wi, bias):
+        wn = em.const("int32_t", wi, node.name + "_w")
+        bn = em.const("int32_t", bias, node.name + "_b") if c is not None else "NULL"
+        em.need("acc32", k)
+        em.layer(node, [f"eq_gemm_i32({head}, {wn}, {bn}, {rq}, {em.ptr(out)}, {yc}, s_acc32);"])
+        return
     wn = em.const("int64_t", wi, node.name + "_w")
     bn = em.const("int64_t", bias, node.name + "_b") if c is not None else "NULL"
     em.need("acc64", k)
     em.layer(node, [f"eq_gemm_i64({head}, {wn}, {bn}, {rq}, {em.ptr(out)}, {yc}, s_acc64);"])
+
+
+def _fits32(lo: int, hi: int) -> bool:
+    return -(2**31) <= lo and hi < 2**31
+
+
+def _i32_ok(em: _Emitter, node: Node, a_name: str, w: np.ndarray, bias: np.ndarray) -> bool:
+    """eq_gemm_i32: the proven accumulator (bias included), the input values, the weights
+    and the bias all fit int32 (e.g. a classifier head after a sum pool)."""
+    b = em.bounds.get(node.name)
+    rng = em.graph.meta.get("value_ranges", {}).get(a_name)
+    if b is None or b.acc_lo is None or rng is None or not _fits32(b.acc_lo, b.acc_hi):
+        return False
+    return (_fits32(*rng) and _fits32(int(w.min(initial=0)), int(w.max(initial=0)))
+            and _fits32(int(bias.min(initial=0)), int(bias.max(initial=0))))
 
 
 # -- integer ops -------------------------------------------------------------------------

@@ -109,6 +109,10 @@ void eq_gemm_q8(int rows, int cols, int k, const void *a, int a_dt, const int8_t
 /* row: k int64 of scratch */
 void eq_gemm_i64(int rows, int cols, int k, const void *a, int a_dt, const int64_t *w,
                  const int64_t *bias, const eq_rq *rq, void *y, int y_dt, int64_t *row);
+/* Integer a (values fitting int32) and accumulators proven to fit int32 (bias included):
+ * int32 weights, sums modulo 2^32 (vectorised); scratch: k int32. */
+void eq_gemm_i32(int rows, int cols, int k, const void *a, int a_dt, const int32_t *w,
+                 const int32_t *bias, const eq_rq *rq, void *y, int y_dt, int32_t *scratch);
 void eq_gemm_f(int rows, int cols, int k, const void *a, int a_dt, const float *w,
                const float *bias, void *y, int y_dt);
 
