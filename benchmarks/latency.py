@@ -13,7 +13,10 @@ and 32 and with 1 and 2 threads, all in the same process:
 
 Timing: the four take turns in rounds (each round times a few runs of each, the
 reported figure is the median over rounds), so that load from other processes on a
-shared machine hits all of them alike. All four run in this process, timed around the
+shared machine hits all of them alike; each turn starts 0.12 s after the previous one,
+when the previous peer's idle worker threads have stopped spinning (onnxruntime's spin
+~50 ms after a run and would otherwise take the second core from whoever runs next).
+All four run in this process, timed around the
 call: the C model as a shared library (``CompiledModel.in_process``: input copy plus
 ``eq_run``). The harness's own median (a fresh ``run_model`` process per round, no
 file I/O in the timed region) is recorded beside it as ``edgeq C harness``. On a shared,

@@ -21,9 +21,9 @@ import numpy as np
 from edgeq.engine.backends.c import generator as gen
 from edgeq.engine.ir import Node
 
-# A wake-up of the spinning pool costs ~1-2 us (measured); below ~0.3M MACs per thread
-# (~30 us of VNNI work) splitting does not pay.
-MIN_MACS_PER_THREAD = 300_000
+# A wake-up of the spinning pool costs ~1-2 us (measured); below ~0.1M MACs per thread
+# (~5 us of depthwise work, less of pointwise) splitting does not pay.
+MIN_MACS_PER_THREAD = 100_000
 
 
 def layer_threads(em, macs: int) -> int:
