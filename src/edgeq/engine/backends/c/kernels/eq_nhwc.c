@@ -79,7 +79,7 @@ static inline __attribute__((always_inline)) rq_ch rq_load(const int64_t *mul, c
 
 /* acc += a (u8 lanes) . w (s8 lanes), 4 products per int32 lane (see tile_vnni) */
 #define DPBUSD(acc, a, w) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(w))
-/* acc += a (s16 pairs) . w (s16 pairs) */
+/* acc += a (s16 pairs) . w (s16 pairs); inline asm for the same reason as DPBUSD */
 #define DPWSSD(acc, a, w) __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(w))
 
 static inline __attribute__((always_inline)) __m128i rq16c(__m512i acc, const rq_ch *c, const rq_vec *r) {
@@ -560,6 +560,8 @@ static inline __attribute__((always_inline)) void dw3_block(
     __m512i bv, __mmask16 mk, const int S, const int OB, const int SG, const rq_ch *rc,
     const rq_vec *rv, uint8_t *yp, int nout) {
     __m512i acc[8];
+    /* every column inside the image: plain loads at a running address, no masks */
+    const int inside = ix0 >= 0 && ix0 + (OB - 1) * S + 3 <= W;
 #pragma GCC unroll 8
     for (int j = 0; j < OB; j++) acc[j] = bv;
     for (int ky = 0; ky < 3; ky++) {
@@ -567,19 +569,28 @@ static inline __attribute__((always_inline)) void dw3_block(
         const __m512i w0 = wv[ky * 3], w1 = wv[ky * 3 + 1], w2 = wv[ky * 3 + 2];
         const uint8_t *xr = xb + (size_t)(iy0 + ky) * W * C;
         __m512i xv[(8 - 1) * 2 + 3];
+        if (inside) {
+            const uint8_t *xc = xr + (size_t)ix0 * C;
 #pragma GCC unroll 17
-        for (int col = 0; col < (OB - 1) * S + 3; col++) {
-            const int ix = ix0 + col;
-            const unsigned in = 0u - (unsigned)((unsigned)ix < (unsigned)W); /* all ones inside */
-            const __m128i raw = _mm_maskz_loadu_epi8((__mmask16)(mk & in),
-                                                     xr + (size_t)((unsigned)ix & in) * C);
-            xv[col] = SG ? _mm512_cvtepi8_epi32(raw) : _mm512_cvtepu8_epi32(raw);
+            for (int col = 0; col < (OB - 1) * S + 3; col++, xc += C) {
+                const __m128i raw = _mm_maskz_loadu_epi8(mk, xc);
+                xv[col] = SG ? _mm512_cvtepi8_epi32(raw) : _mm512_cvtepu8_epi32(raw);
+            }
+        } else {
+#pragma GCC unroll 17
+            for (int col = 0; col < (OB - 1) * S + 3; col++) {
+                const int ix = ix0 + col;
+                const unsigned in = 0u - (unsigned)((unsigned)ix < (unsigned)W); /* ones inside */
+                const __m128i raw = _mm_maskz_loadu_epi8((__mmask16)(mk & in),
+                                                         xr + (size_t)((unsigned)ix & in) * C);
+                xv[col] = SG ? _mm512_cvtepi8_epi32(raw) : _mm512_cvtepu8_epi32(raw);
+            }
         }
 #pragma GCC unroll 8
         for (int j = 0; j < OB; j++) {
-            acc[j] = _mm512_dpwssd_epi32(acc[j], xv[j * S], w0);
-            acc[j] = _mm512_dpwssd_epi32(acc[j], xv[j * S + 1], w1);
-            acc[j] = _mm512_dpwssd_epi32(acc[j], xv[j * S + 2], w2);
+            DPWSSD(acc[j], xv[j * S], w0);
+            DPWSSD(acc[j], xv[j * S + 1], w1);
+            DPWSSD(acc[j], xv[j * S + 2], w2);
         }
     }
 #pragma GCC unroll 8
@@ -588,13 +599,13 @@ static inline __attribute__((always_inline)) void dw3_block(
 }
 
 /* dw3_block at stride 1, OB outputs, SG chosen at run time */
-#define DW3(OB)                                                                          \
+#define DW3(S, OB)                                                                       \
     do {                                                                                 \
         const int nout = OW - ox < OB ? OW - ox : OB;                                    \
         if (sgn)                                                                         \
-            dw3_block(xb + cb, W, C, iy0, ix0, ky0, ky1, wv, bv, mk, 1, OB, 1, &rc, rv, yo, nout); \
+            dw3_block(xb + cb, W, C, iy0, ix0, ky0, ky1, wv, bv, mk, S, OB, 1, &rc, rv, yo, nout); \
         else                                                                             \
-            dw3_block(xb + cb, W, C, iy0, ix0, ky0, ky1, wv, bv, mk, 1, OB, 0, &rc, rv, yo, nout); \
+            dw3_block(xb + cb, W, C, iy0, ix0, ky0, ky1, wv, bv, mk, S, OB, 0, &rc, rv, yo, nout); \
     } while (0)
 /* One output row, 16 channels [cb, cb+nc) at a time, the block's weights in registers:
  * lanes of x (u8 zero- / s8 sign-extended) times lanes (w, 0) by vpdpwssd = x*w exactly. */
@@ -619,18 +630,19 @@ static void dw_rows_vnni(const dw_ctx *d, int r0, int r1, const rq_vec *rv) {
         uint8_t *yr = (uint8_t *)d->y + ((size_t)ni * s->oh + oy) * OW * C;
         const size_t xs = (size_t)s->sw * C; /* x step between neighbouring outputs */
         /* 3x3 stride 1: column reuse (stride 2 measured faster on the 4-output path) */
-        const int k33 = KH == 3 && KW == 3 && DH == 1 && DW == 1 && s->sw == 1;
+        /* 3x3, stride 1 or 2: column reuse */
+        const int k33 = KH == 3 && KW == 3 && DH == 1 && DW == 1 && (s->sw == 1 || s->sw == 2);
         int ox = 0;
         for (; ox < OW; ox++) {
             const int ix0 = ox * s->sw - s->pl;
             uint8_t *yo = yr + (size_t)ox * C + cb;
-            if (k33 && s->sw == 1 && OW >= 8) {
-                DW3(8);
-                ox += 7;
+            if (k33 && s->sw == 1) {
+                if (OW >= 8) DW3(1, 8); else DW3(1, 4);
+                ox += OW >= 8 ? 7 : 3;
                 continue;
             }
             if (k33) {
-                DW3(4);
+                DW3(2, 4);
                 ox += 3;
                 continue;
             }
@@ -645,7 +657,8 @@ static void dw_rows_vnni(const dw_ctx *d, int r0, int r1, const rq_vec *rv) {
 #define DW_LANE(A, J)                                                                    \
     {                                                                                    \
         const __m128i raw = _mm_maskz_loadu_epi8(mk, xp + (J) * xs);                     \
-        A = _mm512_dpwssd_epi32(A, sgn ? _mm512_cvtepi8_epi32(raw) : _mm512_cvtepu8_epi32(raw), wk); \
+        const __m512i xw = sgn ? _mm512_cvtepi8_epi32(raw) : _mm512_cvtepu8_epi32(raw);  \
+        DPWSSD(A, xw, wk);                                                               \
     }
                         DW_LANE(a0, 0)
                         DW_LANE(a1, 1)
@@ -671,9 +684,9 @@ static void dw_rows_vnni(const dw_ctx *d, int r0, int r1, const rq_vec *rv) {
                     const __m128i raw = _mm_maskz_loadu_epi8(mk, xr + (size_t)kx * DW * C);
                     const __m512i xv = sgn ? _mm512_cvtepi8_epi32(raw) : _mm512_cvtepu8_epi32(raw);
                     if (odd)
-                        acc2 = _mm512_dpwssd_epi32(acc2, xv, wv[ky * KW + kx]);
+                        DPWSSD(acc2, xv, wv[ky * KW + kx]);
                     else
-                        acc = _mm512_dpwssd_epi32(acc, xv, wv[ky * KW + kx]);
+                        DPWSSD(acc, xv, wv[ky * KW + kx]);
                 }
             }
             acc = _mm512_add_epi32(acc, acc2);
