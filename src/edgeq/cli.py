@@ -263,8 +263,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     p = cm.plan
     print(f"wrote {args.out}: {len(cm.graph.nodes)} nodes, target {args.target}, "
           f"batch {args.batch}")
-    print(f"arena {p.arena_bytes} bytes, lower bound {p.lower_bound} bytes "
-          f"(ratio {p.ratio:.3f})")
+    if cm.loop is not None:
+        print(f"the batch runs sample by sample: arena {cm.arena_bytes} bytes = {cm.contexts} "
+              f"x {p.arena_bytes} (one sample per thread), lower bound {p.lower_bound} bytes "
+              f"a sample (ratio {p.ratio:.3f})")
+    else:
+        print(f"arena {p.arena_bytes} bytes, lower bound {p.lower_bound} bytes "
+              f"(ratio {p.ratio:.3f})")
     runner = " ".join([*cm.target.runner, str(cm.binary)])
     extra = " [--landmarks PTS.npy [--roi X0,Y0,X1,Y1]]" if post is not None else ""
     print(f"run: {runner} IN.npy OUT.npy [--repeat N] [--per-layer]{extra}")

@@ -49,6 +49,22 @@ def test_compile_prints_arena_and_ratio(tmp_path, capsys):
     assert "arena 400000 bytes, lower bound 400000 bytes (ratio 1.000)" in out
 
 
+def test_compile_of_a_batch_prints_the_per_sample_arenas(tmp_path, capsys):
+    """A digits ResNet (symbolic batch) at batch 3 on 2 threads runs sample by sample: two
+    arenas of one sample's plan."""
+    from edgeq.engine.onnx.exporter import export_onnx
+    from tests.engine.passes.graphs import tq_graph
+
+    graph = tq_graph("resnet", significant_bits=24)
+    export_onnx(graph, tmp_path / "cnn.onnx")
+    one = compile_model(graph, tmp_path / "one").plan.arena_bytes
+    assert main(["compile", str(tmp_path / "cnn.onnx"), "--out", str(tmp_path / "d"),
+                 "--batch", "3", "--threads", "2"]) == 0
+    out = capsys.readouterr().out
+    assert (f"the batch runs sample by sample: arena {2 * one} bytes = 2 x {one} (one sample "
+            "per thread)") in out
+
+
 def test_non_empty_out_needs_force(dronet_dir, capsys):
     before = sorted(p.name for p in dronet_dir.iterdir())
     assert main(["compile", MODEL, "--out", str(dronet_dir)]) == 1
