@@ -159,6 +159,12 @@ static inline uint32_t load4(const uint8_t *row, int k, int k_len, uint32_t flip
         if (NB > 2) DPBUSD(X2, av, w2);                                \
         if (NB > 3) DPBUSD(X3, av, w3);                                \
     }
+/* the weights of tap group k4 for the NB channel blocks */
+#define LOAD_W                                                                           \
+    const __m512i w0 = _mm512_loadu_si512((const void *)wk);                             \
+    const __m512i w1 = NB > 1 ? _mm512_loadu_si512((const void *)(wk + bs)) : z;        \
+    const __m512i w2 = NB > 2 ? _mm512_loadu_si512((const void *)(wk + 2 * bs)) : z;    \
+    const __m512i w3 = NB > 3 ? _mm512_loadu_si512((const void *)(wk + 3 * bs)) : z;
 #define ROW_OUT(r, X0, X1, X2, X3)                                                       \
     {                                                                                    \
         tile_out(X0, r, 0, tc, y8, ldy, out);                                            \
@@ -219,10 +225,7 @@ static inline __attribute__((always_inline)) void tile_vnni(
     const int8_t *wk = w;
     const size_t bs = (size_t)16 * kp; /* bytes between channel blocks */
     for (int k4 = 0; k4 < k4full; k4++, wk += 64) {
-        const __m512i w0 = _mm512_loadu_si512((const void *)wk);
-        const __m512i w1 = NB > 1 ? _mm512_loadu_si512((const void *)(wk + bs)) : z;
-        const __m512i w2 = NB > 2 ? _mm512_loadu_si512((const void *)(wk + 2 * bs)) : z;
-        const __m512i w3 = NB > 3 ? _mm512_loadu_si512((const void *)(wk + 3 * bs)) : z;
+        LOAD_W
         ROW_DOT(0, c00, c01, c02, c03)
         if (R > 1) {
             ROW_DOT(1, c10, c11, c12, c13)
@@ -232,10 +235,7 @@ static inline __attribute__((always_inline)) void tile_vnni(
     }
     if (K % 4) {
         const int k4 = k4full;
-        const __m512i w0 = _mm512_loadu_si512((const void *)wk);
-        const __m512i w1 = NB > 1 ? _mm512_loadu_si512((const void *)(wk + bs)) : z;
-        const __m512i w2 = NB > 2 ? _mm512_loadu_si512((const void *)(wk + 2 * bs)) : z;
-        const __m512i w3 = NB > 3 ? _mm512_loadu_si512((const void *)(wk + 3 * bs)) : z;
+        LOAD_W
         ROW_TAIL(0, c00, c01, c02, c03)
         if (R > 1) {
             ROW_TAIL(1, c10, c11, c12, c13)
