@@ -341,9 +341,22 @@ class QuantActivation(nn.Module, _ObservedOutput):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "relu" and not self._float_now():
+            y = self._fused_relu(x)
+            if y is not None:
+                return y
         y = self.activation(x)
         self._observe(y)
         return y if self._float_now() else self._quantise_output(y)
+
+    def _fused_relu(self, x: torch.Tensor) -> torch.Tensor | None:
+        """relu and the output quantiser in one pass where the quantiser offers it
+        (``relu_forward``: PACT with the fused kernels), else None. Nothing is observed
+        while quantising, so skipping ``_observe`` changes nothing."""
+        fused = getattr(self.quantiser, "relu_forward", None)
+        if fused is None or not bool(self.quantiser.initialised):
+            return None
+        return fused(x)
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}, algorithm={self.spec.algorithm}, range={self.range}"

@@ -178,3 +178,45 @@ def test_build_is_cached(kernels, monkeypatch, tmp_path):
     assert first.exists() and first.parent == tmp_path / "edgeq"
     assert native.build() == first  # a second call compiles nothing
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temp dirs left
+
+
+@pytest.mark.parametrize("bound", [0.9, 1e-13, -0.7], ids=["positive", "below-min", "negative"])
+@pytest.mark.parametrize("clip", [True, False])
+def test_relu_activation_fused_equals_relu_then_pact(kernels, monkeypatch, bound, clip):
+    """QuantActivation(relu) with PACT: relu fused into the quantiser's pass (or, for a
+    bound the kernel leaves alone, run inside its autograd node) gives the bits of
+    relu followed by the old PACT code: output, input gradient and bound gradient."""
+    from edgeq.train.modules import QuantActivation
+
+    relu_flags = []
+    forward = native.pact_forward
+
+    def spy(*args):
+        relu_flags.append(args[-1])
+        return forward(*args)
+
+    monkeypatch.setattr(native, "pact_forward", spy)
+    spec = QuantSpec(algorithm="pact", n_levels=256, signed=False,
+                     params=PactParams(clip_gradient=clip))
+    x = _x(8, (4, 6, 5, 5), 2.0)
+    g = _x(9, x.shape, 1.0)
+    act = QuantActivation("relu", spec).train()
+    act.quantiser.set_eps(torch.tensor(bound / 255))
+    act.quant_enabled = True
+    results = []
+    for fused in (True, False):
+        xx = x.clone().requires_grad_(True)
+        if fused:
+            with torch.no_grad():
+                act.quantiser.bound.fill_(bound)
+            act.quantiser.bound.grad = None
+            y, b = act(xx), act.quantiser.bound
+        else:
+            b = torch.tensor(bound, requires_grad=True)
+            y = old.PactQuantFn.apply(torch.relu(xx), b.abs().clamp_min(old.MIN_BOUND),
+                                      spec.int_range, 0, clip)
+        y.backward(g)
+        results.append((y.detach(), xx.grad, b.grad))
+    for new, ref in zip(*results, strict=True):
+        assert _same(new, ref)
+    assert relu_flags == [True]  # the module asked for the fused pass

@@ -81,18 +81,21 @@ class PactRawBoundFn(Function):
     """
 
     @staticmethod
-    def forward(ctx, x, raw, r: IntRange, channel_dim: int, clip_gradient: bool):
+    def forward(ctx, x, raw, r: IntRange, channel_dim: int, clip_gradient: bool,
+                relu: bool = False):
         ctx.r, ctx.channel_dim, ctx.clip_gradient = r, channel_dim, clip_gradient
-        ctx.fused = False
+        ctx.fused, ctx.relu_out = False, None
         if r.step == 1 and raw.dtype == torch.float32 and native.applies(x):
             # None when a bound is below MIN_BOUND: the code below chains |b| then
             fused = native.pact_forward(x, raw, r.lo, r.hi, bound_divisor(r),
-                                        _MIN_BOUND_OF[torch.float32], channel_dim)
+                                        _MIN_BOUND_OF[torch.float32], channel_dim, relu)
             if fused is not None:
                 y, code = fused
-                ctx.fused = True
+                ctx.fused, ctx.relu = True, relu
                 ctx.save_for_backward(code, raw)
                 return y
+        if relu:  # PACT of relu(x), relu's backward applied in ours
+            x = ctx.relu_out = torch.relu(x)
         if raw.dim() == 0 and raw.dtype == torch.float32 and x.dtype == torch.float32:
             y, below, above, ctx.chain = _scalar_forward(x, raw, r)
             ctx.save_for_backward(below, above)
@@ -113,6 +116,14 @@ class PactRawBoundFn(Function):
     def backward(ctx, g):
         if ctx.fused:
             return _fused_backward(ctx, g)
+        grads = PactRawBoundFn._backward(ctx, g)
+        if ctx.relu_out is None:
+            return grads
+        # relu's own backward, as autograd ran it after ours: 0 where relu(x) <= 0
+        return (torch.ops.aten.threshold_backward(grads[0], ctx.relu_out, 0), *grads[1:], None)
+
+    @staticmethod
+    def _backward(ctx, g):
         below, above = ctx.saved_tensors[:2]
         grad_x = g * _inside(below, above) if ctx.clip_gradient else g
         if not ctx.needs_input_grad[1]:
@@ -135,9 +146,9 @@ def _fused_backward(ctx, g):
     code, raw = ctx.saved_tensors
     m = bound_divisor(ctx.r)
     grad_x, prod = native.pact_backward(g, code, ctx.r.hi / m, ctx.r.lo / m,
-                                        ctx.clip_gradient, ctx.needs_input_grad[1])
+                                        ctx.clip_gradient, ctx.needs_input_grad[1], ctx.relu)
     grad_b = None if prod is None else reduce_to_channels(prod, raw, ctx.channel_dim)
-    return grad_x, grad_b, None, None, None
+    return grad_x, grad_b, None, None, None, None
 
 
 # MIN_BOUND as the float32 and float64 tensor ops see it (a Python float is cast to the
@@ -269,3 +280,13 @@ class PactQuantiser(Quantiser):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         clip = self.spec.params.clip_gradient
         return PactRawBoundFn.apply(x, self.bound, self.int_range, self.channel_dim, clip)
+
+    def relu_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``forward(relu(x))`` in one fused pass, the same bits as relu then
+        :meth:`forward`; None where the fused kernels do not apply (the caller runs the
+        two then: a trace records them as they are)."""
+        if (self.int_range.step != 1 or self.bound.dtype is not torch.float32
+                or not native.applies(x)):
+            return None
+        clip = self.spec.params.clip_gradient
+        return PactRawBoundFn.apply(x, self.bound, self.int_range, self.channel_dim, clip, True)

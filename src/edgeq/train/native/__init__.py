@@ -43,8 +43,9 @@ ANA_MAX_TERMS = 7
 
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 _SIGNATURES = {
-    "eq_pact_forward": (ctypes.c_int, [_P, _P, _P, _I, _I, _I, _P, _F, _F, _F, _F]),
-    "eq_pact_backward": (None, [_P, _P, _P, _P, _I, _F, _F]),
+    "eq_pact_forward": (ctypes.c_int, [_P, _P, _P, _I, _I, _I, _P, _F, _F, _F, _F,
+                                       ctypes.c_int]),
+    "eq_pact_backward": (None, [_P, _P, _P, _P, _I, _F, _F, ctypes.c_int]),
     "eq_ana_uniform_forward": (None, [_P, _P, _P, _I, _I, _I, _P, _F, _F, _F, _F, _I, _I,
                                       ctypes.c_int]),
 }
@@ -145,32 +146,37 @@ def _layout(x: torch.Tensor, scale: torch.Tensor, channel_dim: int) -> tuple[int
     return outer, channels, n // (outer * channels) if n else 0
 
 
-def pact_forward(x, bound, lo: int, hi: int, divisor: int, min_bound: float, channel_dim: int):
-    """(y, code) of PACT for the raw ``bound`` (float32, [] or [C]), or None when some
-    bound is below ``min_bound`` (or NaN): the caller's PyTorch code handles that case.
+def pact_forward(x, bound, lo: int, hi: int, divisor: int, min_bound: float, channel_dim: int,
+                 relu: bool = False):
+    """(y, code) of PACT of x (or of relu(x)) for the raw ``bound`` (float32, [] or [C]),
+    or None when some bound is below ``min_bound`` (or NaN): the caller's PyTorch code
+    handles that case.
 
-    code is uint8: 1 where x < lo·ε, 2 where x >= hi·ε, else 0 (ε = bound/divisor).
+    code is uint8: 1 where v < lo·ε, 2 where v >= hi·ε, else 0 (ε = bound/divisor, v = x
+    or relu(x)), plus 4 where relu zeroes the gradient (x <= 0).
     """
     y = torch.empty_like(x)
-    code = torch.empty(x.shape, dtype=torch.uint8)
+    code = torch.empty_like(x, dtype=torch.uint8)
     outer, channels, inner = _layout(x, bound, channel_dim)
     ok = library().eq_pact_forward(x.data_ptr(), y.data_ptr(), code.data_ptr(), outer,
                                    channels, inner, bound.data_ptr(), float(divisor),
-                                   min_bound, float(lo), float(hi))
+                                   min_bound, float(lo), float(hi), int(relu))
     return (y, code) if ok else None
 
 
-def pact_backward(g, code, c_hi: float, c_lo: float, clip_gradient: bool, bound_grad: bool):
-    """(grad_x, prod): grad_x = g·inside (g itself without ``clip_gradient``) and
-    prod = g·(c_hi·above + c_lo·below), whose sum is the bound gradient (None unless
-    ``bound_grad``)."""
+def pact_backward(g, code, c_hi: float, c_lo: float, clip_gradient: bool, bound_grad: bool,
+                  relu: bool = False):
+    """(grad_x, prod): grad_x = g·inside (g itself without ``clip_gradient``), then 0
+    where relu passes nothing, and prod = g·(c_hi·above + c_lo·below), whose sum is the
+    bound gradient (None unless ``bound_grad``)."""
     g = g.contiguous()
-    grad_x = torch.empty_like(g) if clip_gradient else None
+    grad_x = torch.empty_like(g) if clip_gradient or relu else None
     prod = torch.empty_like(g) if bound_grad else None
     if grad_x is not None or prod is not None:
         library().eq_pact_backward(
             g.data_ptr(), code.data_ptr(), None if grad_x is None else grad_x.data_ptr(),
-            None if prod is None else prod.data_ptr(), g.numel(), c_hi, c_lo)
+            None if prod is None else prod.data_ptr(), g.numel(), c_hi, c_lo,
+            int(clip_gradient))
     return (g if grad_x is None else grad_x), prod
 
 

@@ -18,6 +18,8 @@
 /* PACT mask codes: which side of the clip interval [lo·ε, hi·ε) an element is on */
 #define EQ_BELOW 1u /* x < lo·ε */
 #define EQ_ABOVE 2u /* x >= hi·ε */
+#define EQ_SIDES 3u /* the bits above */
+#define EQ_ZERO 4u  /* relu: x <= 0, where relu's backward passes no gradient */
 
 /* clip(t, lo, hi) as torch.clamp_: NaN stays NaN (both comparisons are false) */
 static inline float clip(float t, float lo, float hi)
@@ -27,18 +29,19 @@ static inline float clip(float t, float lo, float hi)
 
 /*
  * PACT forward for the integer range [qlo, qhi] (unit step) and the positive bounds
- * bound[c], ε = bound[c]/divisor:
- *   y    = ε·clip(floor(x/ε + 1/2), qlo, qhi)
- *   code = EQ_BELOW if x < qlo·ε, EQ_ABOVE if x >= qhi·ε, else 0
- * The reference computes ε = b/m, x/ε + 1/2 (one addcdiv or a division then an
+ * bound[c], ε = bound[c]/divisor, of v = x, or of v = relu(x) if relu:
+ *   y    = ε·clip(floor(v/ε + 1/2), qlo, qhi)
+ *   code = EQ_BELOW if v < qlo·ε, EQ_ABOVE if v >= qhi·ε, plus EQ_ZERO if relu and x <= 0
+ * The reference computes ε = b/m, v/ε + 1/2 (one addcdiv or a division then an
  * addition: the same two roundings), floor, clamp, ·ε; its clip values are the float32
- * products qlo·ε, qhi·ε, and its masks compare x with them.
+ * products qlo·ε, qhi·ε, and its masks compare v with them. relu(x) is 0 for x < 0 and x
+ * otherwise (NaN stays NaN; torch may keep -0 or not, which changes neither y nor code).
  * Returns 0, writing nothing, if a bound is below min_bound or NaN (the reference then
  * takes |b| clamped to min_bound, which the caller's PyTorch code does); else 1.
  */
 int eq_pact_forward(const float *x, float *y, uint8_t *code, int64_t outer, int64_t channels,
                     int64_t inner, const float *bound, float divisor, float min_bound,
-                    float qlo, float qhi)
+                    float qlo, float qhi, int relu)
 {
     for (int64_t c = 0; c < channels; ++c)
         if (!(bound[c] >= min_bound))
@@ -51,12 +54,26 @@ int eq_pact_forward(const float *x, float *y, uint8_t *code, int64_t outer, int6
             const float *restrict xs = x + base;
             float *restrict ys = y + base;
             uint8_t *restrict cs = code + base;
-            /* two loops: each vectorises (one loop mixing float and byte stores does not) */
-            for (int64_t i = 0; i < inner; ++i)
-                ys[i] = clip(floorf(xs[i] / e + 0.5f), qlo, qhi) * e;
-            for (int64_t i = 0; i < inner; ++i)
-                cs[i] = (uint8_t)((xs[i] < clip_lo ? EQ_BELOW : 0u) |
-                                  (xs[i] >= clip_hi ? EQ_ABOVE : 0u));
+            /* separate loops: each vectorises (one loop mixing float and byte stores
+             * does not) */
+            if (relu) {
+                for (int64_t i = 0; i < inner; ++i) {
+                    const float v = xs[i] < 0.0f ? 0.0f : xs[i];
+                    ys[i] = clip(floorf(v / e + 0.5f), qlo, qhi) * e;
+                }
+                for (int64_t i = 0; i < inner; ++i) {
+                    const float v = xs[i] < 0.0f ? 0.0f : xs[i];
+                    cs[i] = (uint8_t)((v < clip_lo ? EQ_BELOW : 0u) |
+                                      (v >= clip_hi ? EQ_ABOVE : 0u) |
+                                      (xs[i] <= 0.0f ? EQ_ZERO : 0u));
+                }
+            } else {
+                for (int64_t i = 0; i < inner; ++i)
+                    ys[i] = clip(floorf(xs[i] / e + 0.5f), qlo, qhi) * e;
+                for (int64_t i = 0; i < inner; ++i)
+                    cs[i] = (uint8_t)((xs[i] < clip_lo ? EQ_BELOW : 0u) |
+                                      (xs[i] >= clip_hi ? EQ_ABOVE : 0u));
+            }
         }
     }
     return 1;
@@ -64,24 +81,31 @@ int eq_pact_forward(const float *x, float *y, uint8_t *code, int64_t outer, int6
 
 /*
  * PACT backward, elementwise part, from the forward's codes:
- *   grad_x = g·inside        (inside = 1 - below - above: 1.0 or +0.0), if clip_gradient
- *   prod   = g·local         (local = c_hi·above + c_lo·below: c_hi, c_lo or +0.0)
+ *   grad_x = g·inside if clip_gradient, else g   (inside = 1 - below - above: 1.0 or +0.0)
+ *            and then 0 where EQ_ZERO             (relu's backward: a literal +0)
+ *   prod   = g·local   (local = c_hi·above + c_lo·below: c_hi, c_lo or +0.0)
  * The bound gradient is the sum of prod over everything or all but the channel axis,
  * which the caller leaves to torch.sum (same summation order as the reference).
- * grad_x may be NULL (no clipping: the gradient passes as is); prod may be NULL (the
- * bound needs no gradient).
+ * grad_x may be NULL (the gradient passes as is); prod may be NULL (the bound needs no
+ * gradient).
  */
 void eq_pact_backward(const float *restrict g, const uint8_t *restrict code,
-                      float *restrict grad_x, float *restrict prod,
-                      int64_t n, float c_hi, float c_lo)
+                      float *restrict grad_x, float *restrict prod, int64_t n, float c_hi,
+                      float c_lo, int clip_gradient)
 {
     if (grad_x != 0) {
-        for (int64_t i = 0; i < n; ++i)
-            grad_x[i] = g[i] * (code[i] == 0 ? 1.0f : 0.0f);
+        if (clip_gradient)
+            for (int64_t i = 0; i < n; ++i) {
+                const float passed = g[i] * ((code[i] & EQ_SIDES) == 0 ? 1.0f : 0.0f);
+                grad_x[i] = (code[i] & EQ_ZERO) ? 0.0f : passed;
+            }
+        else
+            for (int64_t i = 0; i < n; ++i)
+                grad_x[i] = (code[i] & EQ_ZERO) ? 0.0f : g[i];
     }
     if (prod != 0) {
         for (int64_t i = 0; i < n; ++i) {
-            const uint8_t k = code[i];
+            const unsigned k = code[i] & EQ_SIDES;
             prod[i] = g[i] * (k == EQ_ABOVE ? c_hi : (k == EQ_BELOW ? c_lo : 0.0f));
         }
     }
