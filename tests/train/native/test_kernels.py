@@ -172,6 +172,15 @@ def test_no_compiler_means_no_kernels(monkeypatch, tmp_path):
     assert not list(tmp_path.rglob("*.so"))
 
 
+def test_a_failing_build_means_no_kernels(kernels, monkeypatch, tmp_path):
+    """A compiler error is kept as the reason; nothing half-built stays in the cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(native, "source", lambda: "int eq_pact_forward(void) { return }\n")
+    lib = native._Library()
+    assert lib.get() is None and "build of the QAT kernels failed" in lib.error
+    assert not list(tmp_path.rglob("*.so")) and not list(tmp_path.rglob("edgeq-qat-*"))
+
+
 def test_build_is_cached(kernels, monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     first = native.build()

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from edgeq.errors import BuildError
+
 # no fast-math; no contraction into fused multiply-adds (the reference rounds twice);
 # -fno-trapping-math only lets gcc vectorise the clamps' selects (values unchanged)
 CFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math",
@@ -70,7 +72,7 @@ class _Library:
     def _load(self) -> ctypes.CDLL | None:
         try:
             lib = ctypes.CDLL(str(build()))
-        except (OSError, RuntimeError) as exc:
+        except (OSError, BuildError) as exc:
             self.error = str(exc)
             return None
         for name, (restype, argtypes) in _SIGNATURES.items():
@@ -105,14 +107,14 @@ def build() -> Path:
     if out.exists():
         return out
     if shutil.which("gcc") is None:
-        raise RuntimeError("gcc not found: the fused QAT kernels are not built")
+        raise BuildError("gcc not found: the fused QAT kernels are not built")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgeq-qat-", dir=out.parent) as tmp:
         (Path(tmp) / "k.c").write_text(source())
         proc = subprocess.run(["gcc", *CFLAGS, "-o", "k.so", "k.c"], cwd=tmp,
                               capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"build of the QAT kernels failed: {proc.stderr.strip()[:300]}")
+            raise BuildError(f"build of the QAT kernels failed: {proc.stderr.strip()[:300]}")
         os.replace(Path(tmp) / "k.so", out)  # atomic: concurrent builders all succeed
     return out
 
