@@ -143,6 +143,29 @@ def test_the_kernels_step_aside(kernels, monkeypatch):
     assert not native.applies(x)
 
 
+def test_scales_that_do_not_fit_leave_the_kernels(kernels):
+    """A bound or ε that is not one contiguous float32 value per channel is the PyTorch
+    code's to broadcast (or to reject): the kernels take none of it, and the result is
+    the old code's."""
+    r = IntRange.signed(256)
+    x = _x(4, (64, 8), 1.0)
+    for scale in (torch.full((1,), 0.5), torch.full((128,), 0.5)[::2], torch.full((8,), 0.5),
+                  torch.full((64,), 0.5, dtype=torch.float64)):
+        assert native.pact_forward(x, scale, -128, 127, 128, 1e-12, 0) is None
+        assert native.ana_uniform_forward(x, scale, 0.0, 1.0, -128, 1, 255, 2, False, 0,
+                                          True) is None
+    g = _x(5, x.shape, 1.0, edges=[])
+    results = []
+    for fn in (pact.PactRawBoundFn.apply, lambda t, b, *a: old.PactQuantFn.apply(
+            t, b.abs().clamp_min(old.MIN_BOUND), *a)):
+        xx, b = x.clone().requires_grad_(True), torch.full((1,), 0.5, requires_grad=True)
+        y = fn(xx, b, r, 0, True)
+        y.backward(g)
+        results.append((y.detach(), xx.grad, b.grad))
+    for new, ref in zip(*results, strict=True):
+        assert _same(new, ref)
+
+
 def test_a_module_without_the_kernels_gives_the_same_bits(kernels, monkeypatch):
     """The PACT quantiser as QAT runs it, once with the kernels and once without."""
     spec = QuantSpec(algorithm="pact", n_levels=256, signed=True, granularity="per_channel",

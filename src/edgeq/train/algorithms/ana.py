@@ -409,13 +409,13 @@ class AnaQuantFn(Function):
         ctx.r, ctx.sigma, ctx.noise = r, sigma, noise
         ctx.kind = "derivative"
         if (strategy == "expectation" and noise_name == "uniform"
-                and eps.dtype == torch.float32 and uniform_fast_path(r, sigma, x.dtype)
-                and eps.is_contiguous() and native.applies(x)):
-            # the fast path below as one fused C pass (same operations, same values)
-            y, derivative = _native_uniform(x, eps, mu, sigma, r, channel_dim,
-                                            ctx.needs_input_grad[0])
-            ctx.save_for_backward(derivative)
-            return y
+                and uniform_fast_path(r, sigma, x.dtype) and native.applies(x)):
+            # the fast path below as one fused C pass (same operations, same values);
+            # None for an ε the kernel does not take (not float32, one per channel)
+            fused = _native_uniform(x, eps, mu, sigma, r, channel_dim, ctx.needs_input_grad[0])
+            if fused is not None:
+                ctx.save_for_backward(fused[1])
+                return fused[0]
         v = torch.div(x, e)
         if (strategy == "expectation" and noise_name == "uniform"
                 and uniform_fast_path(r, sigma, v.dtype)):

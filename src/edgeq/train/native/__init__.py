@@ -136,30 +136,42 @@ def applies(x: torch.Tensor) -> bool:
             and not torch.jit.is_tracing() and library() is not None)
 
 
-def _layout(x: torch.Tensor, scale: torch.Tensor, channel_dim: int) -> tuple[int, int, int]:
-    """(outer, channels, inner) of x around ``channel_dim`` (per-tensor: 1, 1, numel)."""
+def _layout(x: torch.Tensor, scale: torch.Tensor, channel_dim: int
+            ) -> tuple[int, int, int] | None:
+    """(outer, channels, inner) of x around ``channel_dim`` (per-tensor: 1, 1, numel), or
+    None when ``scale`` is not one contiguous float32 CPU value per channel (the PyTorch
+    code then broadcasts it, or reports the mismatch)."""
+    if scale.dtype is not torch.float32 or not scale.is_cpu or not scale.is_contiguous():
+        return None
     n = x.numel()
     if scale.dim() == 0:
         return 1, 1, n
+    if scale.dim() != 1 or not 0 <= channel_dim < x.dim():
+        return None
     outer = 1
     for size in x.shape[:channel_dim]:
         outer *= size
     channels = x.shape[channel_dim]
-    return outer, channels, n // (outer * channels) if n else 0
+    if scale.numel() != channels or n == 0:
+        return None
+    return outer, channels, n // (outer * channels)
 
 
 def pact_forward(x, bound, lo: int, hi: int, divisor: int, min_bound: float, channel_dim: int,
                  relu: bool = False):
     """(y, code) of PACT of x (or of relu(x)) for the raw ``bound`` (float32, [] or [C]),
-    or None when some bound is below ``min_bound`` (or NaN): the caller's PyTorch code
-    handles that case.
+    or None when some bound is below ``min_bound`` (or NaN), or the bound does not fit x
+    (see :func:`_layout`): the caller's PyTorch code handles those cases.
 
     code is uint8: 1 where v < lo·ε, 2 where v >= hi·ε, else 0 (ε = bound/divisor, v = x
     or relu(x)), plus 4 where relu zeroes the gradient (x <= 0).
     """
+    layout = _layout(x, bound, channel_dim)
+    if layout is None:
+        return None
+    outer, channels, inner = layout
     y = torch.empty_like(x)
     code = torch.empty_like(x, dtype=torch.uint8)
-    outer, channels, inner = _layout(x, bound, channel_dim)
     ok = library().eq_pact_forward(x.data_ptr(), y.data_ptr(), code.data_ptr(), outer,
                                    channels, inner, bound.data_ptr(), float(divisor),
                                    min_bound, float(lo), float(hi), int(relu))
@@ -184,11 +196,15 @@ def pact_backward(g, code, c_hi: float, c_lo: float, clip_gradient: bool, bound_
 
 def ana_uniform_forward(x, eps, mu: float, sigma: float, lo: int, step: int, n_thr: int,
                         reach: int, dense: bool, channel_dim: int, with_derivative: bool):
-    """(y, dE[q]/dv or None) of ANA's uniform-noise expectation; ``eps`` float32 [] or
-    [C], contiguous. The window (``reach``, ``dense``) is the reference's."""
+    """(y, dE[q]/dv or None) of ANA's uniform-noise expectation, or None when ``eps`` is
+    not one float32 value per channel (see :func:`_layout`). The window (``reach``,
+    ``dense``) is the reference's."""
+    layout = _layout(x, eps, channel_dim)
+    if layout is None:
+        return None
+    outer, channels, inner = layout
     y = torch.empty_like(x)
     deriv = torch.empty_like(x) if with_derivative else None
-    outer, channels, inner = _layout(x, eps, channel_dim)
     library().eq_ana_uniform_forward(
         x.data_ptr(), y.data_ptr(), None if deriv is None else deriv.data_ptr(), outer,
         channels, inner, eps.data_ptr(), mu, sigma, float(lo), float(step), n_thr, reach,
