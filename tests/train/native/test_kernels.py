@@ -89,6 +89,22 @@ def test_pact_kernel_equals_the_old_code(kernels, monkeypatch, r, layout):
     assert len(calls) == 6  # every forward above took the kernel
 
 
+def test_pact_kernel_one_value_per_channel(kernels):
+    """A 1-D tensor with a bound per element: the bound gradient is g·local itself."""
+    r = IntRange.signed(256)
+    x, g = _x(3, (16,), 2.0), _x(4, (16,), 1.0, edges=[])
+    b0 = torch.linspace(0.5, 1.5, 16)
+    results = []
+    for fn in (pact.PactRawBoundFn.apply, lambda t, b, *a: old.PactQuantFn.apply(
+            t, b.abs().clamp_min(old.MIN_BOUND), *a)):
+        xx, b = x.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+        y = fn(xx, b, r, 0, True)
+        y.backward(g)
+        results.append((y.detach(), xx.grad, b.grad))
+    for new, ref in zip(*results, strict=True):
+        assert _same(new, ref)
+
+
 def test_pact_below_min_bound_leaves_the_kernel(kernels):
     """A bound below MIN_BOUND (or negative) is the PyTorch code's case: the kernel writes
     nothing and says so."""

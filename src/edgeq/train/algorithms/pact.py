@@ -33,6 +33,7 @@ from edgeq.train.quantiser import (
     fake_quantise,
     indicator,
     reduce_to_channels,
+    sum_to_channels,
     tensor_cache,
 )
 
@@ -91,8 +92,8 @@ class PactRawBoundFn(Function):
                                         _MIN_BOUND_OF[torch.float32], channel_dim, relu)
             if fused is not None:
                 y, code = fused
-                ctx.fused, ctx.relu = True, relu
-                ctx.save_for_backward(code, raw)
+                ctx.fused, ctx.relu, ctx.per_channel = True, relu, raw.dim() != 0
+                ctx.save_for_backward(code)
                 return y
         if relu:  # PACT of relu(x), relu's backward applied in ours
             x = ctx.relu_out = torch.relu(x)
@@ -143,11 +144,11 @@ class PactRawBoundFn(Function):
 def _fused_backward(ctx, g):
     """The backward of a fused forward: the bound gradient is the sum of
     g·(c_hi·above + c_lo·below) (:func:`_bound_derivative`'s local factor), as before."""
-    code, raw = ctx.saved_tensors
+    (code,) = ctx.saved_tensors
     m = bound_divisor(ctx.r)
     grad_x, prod = native.pact_backward(g, code, ctx.r.hi / m, ctx.r.lo / m,
                                         ctx.clip_gradient, ctx.needs_input_grad[1], ctx.relu)
-    grad_b = None if prod is None else reduce_to_channels(prod, raw, ctx.channel_dim)
+    grad_b = None if prod is None else sum_to_channels(prod, ctx.per_channel, ctx.channel_dim)
     return grad_x, grad_b, None, None, None, None
 
 
