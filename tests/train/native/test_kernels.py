@@ -268,3 +268,38 @@ def test_relu_activation_fused_equals_relu_then_pact(kernels, monkeypatch, bound
     for new, ref in zip(*results, strict=True):
         assert _same(new, ref)
     assert relu_flags == [True]  # the module asked for the fused pass
+
+
+@pytest.mark.parametrize("algorithm", ["ste", "ana"])
+@pytest.mark.parametrize("r", [IntRange.signed(256), IntRange.unsigned(256), IntRange.signed(3),
+                               IntRange.signed(4)], ids=str)
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_weight_refit_equals_min_max_then_eps_covering(kernels, monkeypatch, algorithm, r,
+                                                      per_channel):
+    """The per-step minmax re-fit of a weight ε: the kernel's ε has the bits of the old
+    eps_covering(amin, amax), on rows that are NaN, ±inf, all zero (±0), all negative,
+    subnormal, huge or ordinary."""
+    from edgeq.train.modules import QuantConv2d
+
+    calls = _count_calls(monkeypatch, "minmax_eps")
+    w = torch.randn(9, 2, 3, 3)
+    special = [[float("nan")], [float("inf")], [float("-inf")], [0.0, -0.0], [-0.0],
+               [-1.0, -2.0], [1e-45, -1e-45], [3e38, -3e38]]
+    for c, values in enumerate(special):
+        w[c] = torch.tensor(values * 18)[:18].reshape(2, 3, 3)
+    spec = QuantSpec(algorithm=algorithm, n_levels=r.n_levels, signed=r.lo < 0,
+                     granularity="per_channel" if per_channel else "per_tensor")
+    conv = QuantConv2d(2, 9, 3, spec=spec, bias=False)
+    results = []
+    for rows in ([w[c:c + 1] for c in range(9)] if not per_channel else [w]):
+        weight = rows.expand(9, 2, 3, 3).contiguous() if not per_channel else rows
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+        conv.init_bounds()
+        got = conv.weight_quantiser.eps.clone()
+        a, b = (weight.reshape(9, -1).amin(1), weight.reshape(9, -1).amax(1)) if per_channel \
+            else (weight.amin(), weight.amax())
+        results.append((got, old.eps_covering(a, b, r)))
+    for got, want in results:
+        assert _same(got, want)
+    assert len(calls) == len(results)

@@ -50,6 +50,7 @@ _SIGNATURES = {
     "eq_pact_backward": (None, [_P, _P, _P, _P, _I, _F, _F, ctypes.c_int]),
     "eq_ana_uniform_forward": (None, [_P, _P, _P, _I, _I, _I, _P, _F, _F, _F, _F, _I, _I,
                                       ctypes.c_int]),
+    "eq_minmax_eps": (None, [_P, _I, _I, _F, _F, _F, _P]),
 }
 
 
@@ -210,3 +211,16 @@ def ana_uniform_forward(x, eps, mu: float, sigma: float, lo: int, step: int, n_t
         channels, inner, eps.data_ptr(), mu, sigma, float(lo), float(step), n_thr, reach,
         int(dense))
     return y, deriv
+
+
+def minmax_eps(w: torch.Tensor, lo: int, hi: int, fallback: float, per_channel: bool):
+    """ε re-fitted to ``w`` with the minmax init (``eps_covering(min, max)`` per output
+    channel along dim 0, or over all of w): [C] or [] float32, or None where the kernel
+    does not apply (empty or not float32/contiguous/CPU, or while tracing)."""
+    if w.numel() == 0 or w.dim() == 0 or not applies(w):
+        return None
+    rows = w.shape[0] if per_channel else 1
+    eps = torch.empty(rows if per_channel else (), dtype=torch.float32)
+    library().eq_minmax_eps(w.data_ptr(), rows, w.numel() // rows, float(lo), float(hi),
+                            fallback, eps.data_ptr())
+    return eps

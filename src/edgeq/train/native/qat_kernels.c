@@ -244,3 +244,38 @@ void eq_ana_uniform_forward(const float *x, float *y, float *deriv, int64_t oute
         }
     }
 }
+
+/*
+ * The weight scale re-fitted every step (STE, ANA) with the minmax init, per row c of
+ * `inner` contiguous elements (one row per output channel, or one row for all):
+ *   a = min, b = max of the row (NaN if the row holds a NaN)
+ *   ε = max(max(b/hi, 0), a/lo)      (the a/lo term only for lo < 0)
+ *   ε = fallback unless 0 < ε < inf
+ * as edgeq/train/observe.py (minmax_bounds) and edgeq/train/quantiser.py (eps_covering)
+ * compute it. Where the reference may return either zero (+0 or -0), ε is 0 and so
+ * replaced by the fallback either way.
+ */
+void eq_minmax_eps(const float *restrict w, int64_t rows, int64_t inner, float lo, float hi,
+                   float fallback, float *restrict eps)
+{
+    for (int64_t c = 0; c < rows; ++c) {
+        const float *restrict row = w + c * inner;
+        float a = row[0], b = row[0];
+        int nan = 0;
+        for (int64_t i = 0; i < inner; ++i) {
+            const float v = row[i];
+            nan |= v != v;
+            a = v < a ? v : a;
+            b = v > b ? v : b;
+        }
+        float e = b / hi;
+        if (e < 0.0f)
+            e = 0.0f;
+        if (lo < 0.0f) {
+            const float t = a / lo;
+            if (t > e)
+                e = t;
+        }
+        eps[c] = (!nan && e > 0.0f && e < INFINITY) ? e : fallback;
+    }
+}
