@@ -13,6 +13,16 @@ shared machine hits both alike) and writes JSON to ``benchmarks/results/qat_digi
 Runs single-threaded by default (``--threads``): the model is tiny and thread
 oversubscription on a busy machine made multi-threaded timings erratic.
 
+Step timing: the same batch (64 images, already in memory: no data loading), the same
+Adam settings and one step = zero_grad, forward, loss, backward, Adam step (and the QAT
+controller step) for every method. The methods take turns in rounds of 5 steps; a
+method's ratio to FP is the median over rounds of (its median step / FP's median step in
+the same round), repeated ``--repeat`` times with fresh models; the table gives the
+quartiles of the per-round ratios and the range of the repetitions' medians. Wall and
+CPU time (``time.process_time``) are both recorded: on an idle core they agree; on a
+loaded machine wall time also counts the time the process waited for a CPU (a stored run
+under heavy load had FP at 10.7 ms wall for 3.7 ms CPU), which inflates both sides.
+
     python benchmarks/qat_digits.py            # full run
     python benchmarks/qat_digits.py --quick    # smoke run (1 seed, few epochs)
     python benchmarks/qat_digits.py --steps-only --out /tmp/steps.json  # step times only
@@ -57,13 +67,14 @@ class Config:
     batch_size: int = 64
     fp_lr: float = 3e-3
     qat_lr: float = 1e-3
-    timing_steps: int = 200  # medians over 40 interleaved rounds: the machine is shared
+    timing_steps: int = 200  # per method and repetition: 40 interleaved rounds of 5
+    timing_repeats: int = 3  # independent repetitions of the step timing (fresh models)
     train_subset: int | None = None  # use only the first N training images (smoke runs)
 
     @classmethod
     def quick(cls) -> Config:
         return cls(seeds=(0,), bits=(8, 2), fp_epochs=3, qat_epochs=2, timing_steps=10,
-                   train_subset=256)
+                   timing_repeats=1, train_subset=256)
 
 
 # --------------------------------------------------------------------------------------
@@ -214,10 +225,17 @@ class StepTimer:
                 self.cpu_samples.append(time.process_time() - cpu)
 
 
-def step_timings(cfg: Config, splits: DigitsSplits, fp_model: nn.Module) -> tuple[dict, dict]:
-    """Median step time of every method: (wall seconds, CPU seconds). The methods take
-    turns in short rounds, so a load change on the machine affects them all alike instead
-    of biasing one."""
+ROUND = 5  # steps per method and round
+
+
+def step_timings(cfg: Config, splits: DigitsSplits, fp_model: nn.Module) -> dict:
+    """One repetition: every method's steps, in interleaved rounds of :data:`ROUND` steps.
+
+    The methods take turns, so a load change on the machine hits them alike instead of
+    biasing one; each round's ratio compares a method's median step with the FP median
+    of the same round (seconds apart). Returns per method the wall and CPU medians over
+    all its steps and the list of per-round wall and CPU ratios to FP.
+    """
     x, y = splits.x_train[: cfg.batch_size], splits.y_train[: cfg.batch_size]
     timers = {"fp": StepTimer(copy.deepcopy(fp_model)),
               "torch_ao_qat_8": StepTimer(torch_ao_qat(fp_model, x))}
@@ -227,13 +245,54 @@ def step_timings(cfg: Config, splits: DigitsSplits, fp_model: nn.Module) -> tupl
         controller = QATController(gm, ScheduleSpec(start_epoch=0))
         controller.epoch_start(0)
         timers[f"edgeq_{algorithm}_{bits}"] = StepTimer(gm, controller)
-    for timer in timers.values():
-        timer.run(x, y, 5, record=False)  # warm-up: allocator, thread pool, lazy init
-    for _ in range(max(cfg.timing_steps // 5, 1)):
+    for timer in timers.values():  # warm-up: allocator, thread pool, lazy init, the
+        timer.run(x, y, ROUND, record=False)  # activation ε (first batch), kernel build
+    n_rounds = max(cfg.timing_steps // ROUND, 1)
+    for _ in range(n_rounds):
         for timer in timers.values():
-            timer.run(x, y, 5)
-    return ({name: statistics.median(t.samples) for name, t in timers.items()},
-            {name: statistics.median(t.cpu_samples) for name, t in timers.items()})
+            timer.run(x, y, ROUND)
+    return {name: {"wall": statistics.median(t.samples),
+                   "cpu": statistics.median(t.cpu_samples),
+                   "wall_ratios": _round_ratios(t.samples, timers["fp"].samples),
+                   "cpu_ratios": _round_ratios(t.cpu_samples, timers["fp"].cpu_samples)}
+            for name, t in timers.items()}
+
+
+def _round_ratios(samples: list[float], fp_samples: list[float]) -> list[float]:
+    """Per round: median step of the method / median FP step of the same round."""
+    return [statistics.median(samples[k:k + ROUND]) / statistics.median(fp_samples[k:k + ROUND])
+            for k in range(0, len(samples), ROUND)]
+
+
+def repeated_step_timings(cfg: Config, splits: DigitsSplits, fp_model: nn.Module) -> dict:
+    """``cfg.timing_repeats`` repetitions of :func:`step_timings`, summarised.
+
+    ``step_seconds`` / ``step_cpu_seconds``: median over repetitions of each one's median
+    step. ``step_ratio_to_fp``: per method, the median and quartiles of all per-round
+    ratios (wall and CPU) and each repetition's median ratio — the spread to quote.
+    """
+    runs = []
+    for k in range(cfg.timing_repeats):
+        progress(f"step timing, repetition {k + 1}/{cfg.timing_repeats}")
+        runs.append(step_timings(cfg, splits, fp_model))
+    names = list(runs[0])
+    ratios = {}
+    for name in names:
+        ratios[name] = {kind: _spread([r for run in runs for r in run[name][f"{kind}_ratios"]],
+                                      [statistics.median(run[name][f"{kind}_ratios"])
+                                       for run in runs])
+                        for kind in ("wall", "cpu")}
+    return {"step_seconds": {n: statistics.median(run[n]["wall"] for run in runs) for n in names},
+            "step_cpu_seconds": {n: statistics.median(run[n]["cpu"] for run in runs)
+                                 for n in names},
+            "step_ratio_to_fp": ratios}
+
+
+def _spread(pooled: list[float], per_repeat: list[float]) -> dict:
+    q1, median, q3 = (statistics.quantiles(pooled, n=4) if len(pooled) > 1
+                      else (pooled[0],) * 3)
+    return {"median": statistics.median(pooled), "q1": q1, "q3": q3,
+            "repeat_medians": per_repeat, "rounds": len(pooled)}
 
 
 def supported_policy(algorithm: str, cfg: Config) -> tuple[int, Policy]:
@@ -259,7 +318,7 @@ def summarise(accs: list[float], epoch_times: list[float], fp_times: list[float]
             "epoch_ratio_to_fp": statistics.mean(ratios)}
 
 
-def format_table(results: list[dict], steps: dict, n_seeds: int) -> str:
+def format_table(results: list[dict], steps: dict, ratios: dict, n_seeds: int) -> str:
     lines = [f"QAT on 8x8 digits, DigitsCNN, test accuracy over {n_seeds} seed(s)",
              f"{'method':18s} {'bits':>4s}  {'accuracy %':>15s}  {'time/epoch vs FP':>16s}"]
     for r in results:
@@ -270,14 +329,16 @@ def format_table(results: list[dict], steps: dict, n_seeds: int) -> str:
         lines.append(f"{r['method']:18s} {r['bits']:>4}  {acc:>15s}  "
                      f"{r['epoch_ratio_to_fp']:15.2f}x")
     fp, peer = steps["fp"], steps["torch_ao_qat_8"]
+    peer_ratio = ratios["torch_ao_qat_8"]["wall"]["median"]
     lines.append("")
     lines.append(f"training step, batch 64 (median): FP {1e3 * fp:.2f} ms; "
-                 f"torch.ao QAT-8 {1e3 * peer:.2f} ms ({peer / fp:.2f}x FP)")
+                 f"torch.ao QAT-8 {1e3 * peer:.2f} ms ({peer_ratio:.2f}x FP)")
     for key, seconds in steps.items():
         if key.startswith("edgeq_"):
             name = key.removeprefix("edgeq_").replace("_", "-").upper()
-            lines.append(f"  edgeq {name:7s}  {1e3 * seconds:6.2f} ms ({seconds / fp:5.2f}x FP, "
-                         f"{seconds / peer:5.2f}x torch.ao)")
+            ratio = ratios[key]["wall"]["median"]
+            lines.append(f"  edgeq {name:7s}  {1e3 * seconds:6.2f} ms ({ratio:5.2f}x FP, "
+                         f"{ratio / peer_ratio:5.2f}x torch.ao)")
     return "\n".join(lines)
 
 
@@ -304,26 +365,34 @@ def run(cfg: Config) -> dict:
     results.append({"method": "torch.ao QAT (peer)", "bits": 8,
                     **summarise(*(list(column) for column in zip(*peer, strict=True)))})
     progress("timing single training steps")
-    wall, cpu = step_timings(cfg, splits, fp_models[cfg.seeds[0]])
+    steps = repeated_step_timings(cfg, splits, fp_models[cfg.seeds[0]])
     return {"config": dataclasses.asdict(cfg), "environment": environment(),
-            "results": results, "step_seconds": wall, "step_cpu_seconds": cpu}
+            "results": results, **steps}
 
 
 def run_steps_only(cfg: Config) -> dict:
-    """Only the training-step timings (FP model of the first seed), ``--repeat`` times."""
+    """Only the training-step timings (FP model of the first seed)."""
     splits = load_digits_splits(seed=0)
     fp_model, _, _ = train_fp(cfg, splits, cfg.seeds[0])
-    wall, cpu = step_timings(cfg, splits, fp_model)
     return {"config": dataclasses.asdict(cfg), "environment": environment(),
-            "step_seconds": wall, "step_cpu_seconds": cpu}
+            **repeated_step_timings(cfg, splits, fp_model)}
 
 
-def format_steps(wall: dict, cpu: dict) -> str:
-    fp_w, fp_c = wall["fp"], cpu["fp"]
-    lines = [f"{'method':18s} {'wall ms':>8s} {'x FP':>6s} {'CPU ms':>8s} {'x FP':>6s}"]
+def format_steps(data: dict) -> str:
+    """Median step times, and ratios to FP as the median of per-round ratios with their
+    interquartile range and the spread of the repetitions' medians."""
+    wall, cpu, ratios = data["step_seconds"], data["step_cpu_seconds"], data["step_ratio_to_fp"]
+    lines = [f"{'method':16s} {'wall ms':>7s} {'x FP':>5s} {'IQR':>11s} {'repeats':>11s} "
+             f"{'CPU ms':>7s} {'x FP':>5s} {'IQR':>11s}"]
     for key in wall:
-        lines.append(f"{key:18s} {1e3 * wall[key]:8.2f} {wall[key] / fp_w:6.2f} "
-                     f"{1e3 * cpu[key]:8.2f} {cpu[key] / fp_c:6.2f}")
+        w, c = ratios[key]["wall"], ratios[key]["cpu"]
+        reps = w["repeat_medians"]
+        lines.append(f"{key:16s} {1e3 * wall[key]:7.2f} {w['median']:5.2f} "
+                     f"{w['q1']:5.2f}-{w['q3']:<5.2f} {min(reps):5.2f}-{max(reps):<5.2f} "
+                     f"{1e3 * cpu[key]:7.2f} {c['median']:5.2f} {c['q1']:5.2f}-{c['q3']:.2f}")
+    w = ratios["fp"]["wall"]
+    lines.append(f"({len(reps)} repetition(s), {w['rounds']} rounds of {ROUND} steps per "
+                 "method; x FP: median of per-round ratios)")
     return "\n".join(lines)
 
 
@@ -352,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5)")
     parser.add_argument("--steps-only", action="store_true",
                         help="only time training steps (wall and CPU, ratios to FP)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="repetitions of the step timing (default 3; 1 with --quick)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results path")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: the model is tiny, and one thread "
@@ -375,17 +446,22 @@ def _run_and_report(args: argparse.Namespace) -> int:
             print("error: --seeds must be >= 1", file=sys.stderr)
             return 2
         cfg = dataclasses.replace(cfg, seeds=tuple(range(args.seeds)))
+    if args.repeat is not None:
+        if args.repeat < 1:
+            print("error: --repeat must be >= 1", file=sys.stderr)
+            return 2
+        cfg = dataclasses.replace(cfg, timing_repeats=args.repeat)
     if args.steps_only:
         data = run_steps_only(cfg)
-        table = format_steps(data["step_seconds"], data["step_cpu_seconds"])
+        table = format_steps(data)
         data["table"] = table
         write_json(args.out, data)
         print(table)
         return 0
     data = run(cfg)
-    table = format_table(data["results"], data["step_seconds"], len(cfg.seeds))
-    table += "\n\nCPU time per step:\n" + format_steps(data["step_seconds"],
-                                                       data["step_cpu_seconds"])
+    table = format_table(data["results"], data["step_seconds"], data["step_ratio_to_fp"],
+                         len(cfg.seeds))
+    table += "\n\nTraining steps, wall and CPU time:\n" + format_steps(data)
     data["table"] = table
     write_json(args.out, data)
     print(table)

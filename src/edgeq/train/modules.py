@@ -26,9 +26,10 @@ from torch import nn
 
 from edgeq.errors import ConfigError, ShapeError
 from edgeq.numerics.intrange import IntRange
+from edgeq.train import native
 from edgeq.train.algorithms import Quantiser, SteQuantiser, make_quantiser
 from edgeq.train.observe import RangeObserver, init_bounds
-from edgeq.train.quantiser import to_int64
+from edgeq.train.quantiser import FALLBACK_BOUND, bound_divisor, to_int64
 from edgeq.train.spec import QuantSpec
 
 ACTIVATION_KINDS = ("relu", "relu6", "leaky_relu", "identity")
@@ -149,7 +150,19 @@ class _QuantWeight(QuantModule):
         return [self.weight_quantiser]
 
     def init_bounds(self) -> bool:
-        """ε from the weights with the spec's init method (per tensor or per channel)."""
+        """ε from the weights with the spec's init method (per tensor or per channel).
+
+        minmax (the default, re-fitted every step by STE and ANA) takes one fused pass
+        where it can: the ε ``eps_covering(min, max)`` gives, bit for bit.
+        """
+        q = self.weight_quantiser
+        if self.spec.init.method == "minmax" and type(q).initialise is Quantiser.initialise:
+            r = q.int_range
+            eps = native.minmax_eps(self.weight, r.lo, r.hi, FALLBACK_BOUND / bound_divisor(r),
+                                    self.spec.per_channel)
+            if eps is not None:
+                q.set_eps(eps)
+                return True
         a, b = init_bounds(self.weight, self.spec.init, self.spec.int_range, self._stat_dim)
         self.weight_quantiser.initialise(a, b)
         return True
@@ -341,9 +354,22 @@ class QuantActivation(nn.Module, _ObservedOutput):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "relu" and not self._float_now():
+            y = self._fused_relu(x)
+            if y is not None:
+                return y
         y = self.activation(x)
         self._observe(y)
         return y if self._float_now() else self._quantise_output(y)
+
+    def _fused_relu(self, x: torch.Tensor) -> torch.Tensor | None:
+        """relu and the output quantiser in one pass where the quantiser offers it
+        (``relu_forward``: PACT with the fused kernels), else None. Nothing is observed
+        while quantising, so skipping ``_observe`` changes nothing."""
+        fused = getattr(self.quantiser, "relu_forward", None)
+        if fused is None or not bool(self.quantiser.initialised):
+            return None
+        return fused(x)
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}, algorithm={self.spec.algorithm}, range={self.range}"

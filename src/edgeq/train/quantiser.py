@@ -178,7 +178,12 @@ def to_int64(x_int: torch.Tensor) -> torch.Tensor:
 
 def reduce_to_channels(t: torch.Tensor, eps: torch.Tensor, channel_dim: int = 0) -> torch.Tensor:
     """Sum ``t`` down to the shape of ε: everything ([]), or all but ``channel_dim`` ([C])."""
-    if eps.dim() == 0:
+    return sum_to_channels(t, eps.dim() != 0, channel_dim)
+
+
+def sum_to_channels(t: torch.Tensor, per_channel: bool, channel_dim: int = 0) -> torch.Tensor:
+    """:func:`reduce_to_channels` for an ε that is per tensor or (``per_channel``) [C]."""
+    if not per_channel:
         return t.sum()
     dims = [d for d in range(t.dim()) if d != channel_dim]
     return t.sum(dim=dims) if dims else t

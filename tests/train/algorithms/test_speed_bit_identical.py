@@ -1,6 +1,7 @@
 """The faster PACT and ANA quantisers equal the code they replaced bit for bit: forward
 outputs and the gradients of the input and of the PACT bound (:mod:`.old_quant_fns` is a
-verbatim copy of the old code)."""
+verbatim copy of the old code). Every test runs twice: with the fused C kernels where
+they apply, and with the PyTorch code alone (no compiler, or a trace)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeq.numerics.intrange import IntRange
+from edgeq.train import native
 from edgeq.train.algorithms import ana, pact
 from edgeq.train.quantiser import eps_covering
 from edgeq.train.spec import AnaParams, AnnealSpec, PactParams, QuantSpec
 from tests.train.algorithms import old_quant_fns as old
+
+
+@pytest.fixture(scope="module", autouse=True, params=["kernels", "pytorch"])
+def quantiser_path(request):
+    """Module-scoped (hypothesis tests take no function-scoped fixtures)."""
+    with pytest.MonkeyPatch.context() as mp:
+        if request.param == "pytorch":
+            mp.setattr(native, "applies", lambda x: False)
+        yield request.param
+
 
 RANGES = [IntRange.unsigned(256), IntRange.signed(255), IntRange.signed(256),
           IntRange.unsigned(4), IntRange.signed(3), IntRange.binary()]

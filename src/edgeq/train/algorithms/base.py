@@ -72,8 +72,9 @@ class Quantiser(nn.Module):
     # -- schedule hooks -----------------------------------------------------------------
     @property
     def learns_eps(self) -> bool:
-        """True while ε is a trainable parameter (not frozen)."""
-        return any(p.requires_grad for p in self.parameters(recurse=False))
+        """True while ε is a trainable parameter (not frozen). Read on every controller
+        step, so it looks at the module's own parameter dict, not ``parameters()``."""
+        return any(p is not None and p.requires_grad for p in self._parameters.values())
 
     def freeze(self) -> None:
         """Stop ε changing: parameters stop requiring grad, re-fitting stops."""

@@ -22,6 +22,7 @@ from torch import nn
 from torch.autograd import Function
 
 from edgeq.numerics.intrange import IntRange
+from edgeq.train import native
 from edgeq.train.algorithms.base import Quantiser, register_quantiser
 from edgeq.train.quantiser import (
     bound_divisor,
@@ -32,6 +33,7 @@ from edgeq.train.quantiser import (
     fake_quantise,
     indicator,
     reduce_to_channels,
+    sum_to_channels,
     tensor_cache,
 )
 
@@ -71,14 +73,30 @@ class PactRawBoundFn(Function):
     bound gradient is chained exactly as autograd chains those two ops: clamp_min passes
     it where |b| >= MIN_BOUND (else 0), abs multiplies it by sgn(b).
 
-    A float32 bound of one element (activations) takes :func:`_scalar_forward`: its ε,
-    clip values and chain factor are Python numbers computed with float32 rounding, so
-    each call runs about half the tensor operations, with the same values.
+    Float32 tensors with positive bounds take the fused C kernels
+    (:mod:`edgeq.train.native`) where they apply: one pass forward, saving a one-byte
+    mask code instead of two float masks, and one pass backward. Otherwise a float32
+    bound of one element (activations) takes :func:`_scalar_forward`: its ε, clip values
+    and chain factor are Python numbers computed with float32 rounding, so each call runs
+    about half the tensor operations, with the same values.
     """
 
     @staticmethod
-    def forward(ctx, x, raw, r: IntRange, channel_dim: int, clip_gradient: bool):
+    def forward(ctx, x, raw, r: IntRange, channel_dim: int, clip_gradient: bool,
+                relu: bool = False):
         ctx.r, ctx.channel_dim, ctx.clip_gradient = r, channel_dim, clip_gradient
+        ctx.fused, ctx.relu_out = False, None
+        if r.step == 1 and raw.dtype == torch.float32 and native.applies(x):
+            # None when a bound is below MIN_BOUND: the code below chains |b| then
+            fused = native.pact_forward(x, raw, r.lo, r.hi, bound_divisor(r),
+                                        _MIN_BOUND_OF[torch.float32], channel_dim, relu)
+            if fused is not None:
+                y, code = fused
+                ctx.fused, ctx.relu, ctx.per_channel = True, relu, raw.dim() != 0
+                ctx.save_for_backward(code)
+                return y
+        if relu:  # PACT of relu(x), relu's backward applied in ours
+            x = ctx.relu_out = torch.relu(x)
         if raw.dim() == 0 and raw.dtype == torch.float32 and x.dtype == torch.float32:
             y, below, above, ctx.chain = _scalar_forward(x, raw, r)
             ctx.save_for_backward(below, above)
@@ -97,6 +115,16 @@ class PactRawBoundFn(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.fused:
+            return _fused_backward(ctx, g)
+        grads = PactRawBoundFn._backward(ctx, g)
+        if ctx.relu_out is None:
+            return grads
+        # relu's own backward, as autograd ran it after ours: 0 where relu(x) <= 0
+        return (torch.ops.aten.threshold_backward(grads[0], ctx.relu_out, 0), *grads[1:], None)
+
+    @staticmethod
+    def _backward(ctx, g):
         below, above = ctx.saved_tensors[:2]
         grad_x = g * _inside(below, above) if ctx.clip_gradient else g
         if not ctx.needs_input_grad[1]:
@@ -111,6 +139,17 @@ class PactRawBoundFn(Function):
         grad_b = reduce_to_channels(g * local, bound, ctx.channel_dim)
         passed = torch.where(magnitude >= MIN_BOUND, grad_b, torch.zeros((), dtype=grad_b.dtype))
         return grad_x, passed * raw.sgn(), None, None, None
+
+
+def _fused_backward(ctx, g):
+    """The backward of a fused forward: the bound gradient is the sum of
+    g·(c_hi·above + c_lo·below) (:func:`_bound_derivative`'s local factor), as before."""
+    (code,) = ctx.saved_tensors
+    m = bound_divisor(ctx.r)
+    grad_x, prod = native.pact_backward(g, code, ctx.r.hi / m, ctx.r.lo / m,
+                                        ctx.clip_gradient, ctx.needs_input_grad[1], ctx.relu)
+    grad_b = None if prod is None else sum_to_channels(prod, ctx.per_channel, ctx.channel_dim)
+    return grad_x, grad_b, None, None, None, None
 
 
 # MIN_BOUND as the float32 and float64 tensor ops see it (a Python float is cast to the
@@ -242,3 +281,13 @@ class PactQuantiser(Quantiser):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         clip = self.spec.params.clip_gradient
         return PactRawBoundFn.apply(x, self.bound, self.int_range, self.channel_dim, clip)
+
+    def relu_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``forward(relu(x))`` in one fused pass, the same bits as relu then
+        :meth:`forward`; None where the fused kernels do not apply (the caller runs the
+        two then: a trace records them as they are)."""
+        if (self.int_range.step != 1 or self.bound.dtype is not torch.float32
+                or not native.applies(x)):
+            return None
+        clip = self.spec.params.clip_gradient
+        return PactRawBoundFn.apply(x, self.bound, self.int_range, self.channel_dim, clip, True)
