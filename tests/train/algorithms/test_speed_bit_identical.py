@@ -46,6 +46,17 @@ def _equal(a, b) -> bool:
         (torch.signbit(a) == torch.signbit(b)).all())
 
 
+def ana_new_and_old(x, eps, mu, sigma, r, g):
+    """(output, input gradient) of the uniform-noise ANA expectation, new code then old."""
+    outs = []
+    for fn in (ana.AnaQuantFn, old.AnaQuantFn):
+        xx = x.clone().requires_grad_(True)
+        y = fn.apply(xx, eps, mu, sigma, r, 1, "uniform", "expectation")
+        y.backward(g)
+        outs.append((y.detach(), xx.grad))
+    return outs
+
+
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), r=st.sampled_from(RANGES), per_channel=st.booleans(),
        scale=st.sampled_from([0.1, 1.0, 30.0]), bound=st.floats(-3.0, 3.0),
@@ -138,12 +149,7 @@ def test_ana_uniform_expectation_fast_path_equals_the_old_code(r, dtype):
             x = _x(int(sigma * 10) + int(scale), (4, 3, 5, 5), scale).to(dtype)
             eps = (torch.tensor([0.7, 1.0, 1.3], dtype=dtype) if per_channel
                    else torch.tensor(0.9, dtype=dtype))
-            outs = []
-            for fn in (ana.AnaQuantFn, old.AnaQuantFn):
-                xx = x.clone().requires_grad_(True)
-                y = fn.apply(xx, eps, mu, sigma, r, 1, "uniform", "expectation")
-                y.backward(g)
-                outs.append((y.detach(), xx.grad))
+            outs = ana_new_and_old(x, eps, mu, sigma, r, g)
             for new, ref in zip(*outs, strict=True):
                 assert _equal(new, ref), (sigma, mu, per_channel, scale)
             cases += ana.uniform_fast_path(r, sigma, dtype)

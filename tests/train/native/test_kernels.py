@@ -15,6 +15,7 @@ from edgeq.train import native
 from edgeq.train.algorithms import ana, pact
 from edgeq.train.spec import PactParams, QuantSpec
 from tests.train.algorithms import old_quant_fns as old
+from tests.train.algorithms.test_speed_bit_identical import ana_new_and_old
 
 RANGES = [IntRange.unsigned(256), IntRange.signed(256), IntRange.signed(255),
           IntRange.unsigned(4), IntRange.signed(6)]
@@ -123,12 +124,7 @@ def test_ana_uniform_kernel_equals_the_old_code(kernels, monkeypatch, r, sigma):
         x = _x(int(sigma * 10) + int(scale), (4, 3, 5, 5), scale)
         g = _x(11, x.shape, 1.0)
         eps = torch.tensor([0.7, 1.0, 1.3]) if per_channel else torch.tensor(0.9)
-        outs = []
-        for fn in (ana.AnaQuantFn, old.AnaQuantFn):
-            xx = x.clone().requires_grad_(True)
-            y = fn.apply(xx, eps, mu, sigma, r, 1, "uniform", "expectation")
-            y.backward(g)
-            outs.append((y.detach(), xx.grad))
+        outs = ana_new_and_old(x, eps, mu, sigma, r, g)
         for new, ref in zip(*outs, strict=True):
             assert _same(new, ref), (mu, per_channel, scale)
         taken += ana.uniform_fast_path(r, sigma, torch.float32)

@@ -20,11 +20,7 @@ under ``~/.cache/edgeq`` (keyed by source, flags and CPU), as the C backend's bu
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import shutil
-import subprocess
-import tempfile
 import threading
 from importlib import resources
 from pathlib import Path
@@ -35,8 +31,8 @@ from edgeq.errors import BuildError
 
 # no fast-math; no contraction into fused multiply-adds (the reference rounds twice);
 # -fno-trapping-math only lets gcc vectorise the clamps' selects (values unchanged)
-CFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math",
-          "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror")
+CFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-Wall",
+          "-Wextra", "-Werror")
 # PyTorch splits elementwise work over threads from this many elements on (at::GRAIN_SIZE);
 # below it, or with one thread, it runs on the calling thread as the kernels do
 PARALLEL_GRAIN = 32768
@@ -100,24 +96,11 @@ def _cpu_id() -> str:
 
 
 def build() -> Path:
-    """The shared library, compiled with gcc into the cache dir unless already there."""
-    from edgeq.engine.backends.c.project import cache_dir
+    """The shared library, compiled with gcc into the cache dir unless already there
+    (keyed by source, flags and CPU: ``-march=native`` code runs only on that CPU)."""
+    from edgeq.engine.backends.c.project import host_shared_object
 
-    key = hashlib.sha256("\n".join([source(), *CFLAGS, _cpu_id()]).encode()).hexdigest()[:20]
-    out = cache_dir() / f"qat-kernels-{key}.so"
-    if out.exists():
-        return out
-    if shutil.which("gcc") is None:
-        raise BuildError("gcc not found: the fused QAT kernels are not built")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="edgeq-qat-", dir=out.parent) as tmp:
-        (Path(tmp) / "k.c").write_text(source())
-        proc = subprocess.run(["gcc", *CFLAGS, "-o", "k.so", "k.c"], cwd=tmp,
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise BuildError(f"build of the QAT kernels failed: {proc.stderr.strip()[:300]}")
-        os.replace(Path(tmp) / "k.so", out)  # atomic: concurrent builders all succeed
-    return out
+    return host_shared_object(source(), "qat-kernels", CFLAGS, "the QAT kernels", _cpu_id())
 
 
 def library() -> ctypes.CDLL | None:

@@ -15,7 +15,6 @@ exact backend.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -121,20 +120,8 @@ def plugin_path() -> Path:
     """The instruction-count plugin, built with the host gcc once per source."""
     src = resources.files("edgeq.engine.backends.armcl").joinpath(
         "tools", "eq_insn_plugin.c").read_text()
-    out = cproj.cache_dir() / f"eq_insn_plugin-{hashlib.sha256(src.encode()).hexdigest()[:16]}.so"
-    if out.exists():
-        return out
-    if shutil.which("gcc") is None:
-        raise BuildError("gcc not found: it builds the qemu instruction-count plugin")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="edgeq-plugin-", dir=out.parent) as tmp:
-        (Path(tmp) / "p.c").write_text(src)
-        proc = subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
-                               "-o", "p.so", "p.c"], cwd=tmp, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise BuildError(f"qemu plugin build failed: {cproj._first_error(proc.stderr)}")
-        os.replace(Path(tmp) / "p.so", out)
-    return out
+    return cproj.host_shared_object(src, "eq_insn_plugin", ("-O2", "-Wall", "-Wextra", "-Werror"),
+                                    "the qemu instruction-count plugin")
 
 
 def _symbols(binary: Path, names: tuple[str, ...]) -> dict[str, int]:

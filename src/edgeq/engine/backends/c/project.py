@@ -688,6 +688,28 @@ def compile_model(model, out_dir, target: str = "host", batch: int = 1, threads:
     return compile_graph(model, out_dir, target, batch, threads, force, post)
 
 
+def host_shared_object(src: str, name: str, flags: tuple[str, ...], what: str,
+                       key: str = "") -> Path:
+    """``src`` compiled by the host gcc with ``flags`` into ``<cache>/<name>-<hash>.so``
+    (hash of source, flags and ``key``), once; written atomically, so concurrent builders
+    all succeed. ``what`` names the library in errors."""
+    digest = hashlib.sha256("\n".join([src, *flags, key]).encode()).hexdigest()[:20]
+    out = cache_dir() / f"{name}-{digest}.so"
+    if out.exists():
+        return out
+    if shutil.which("gcc") is None:
+        raise BuildError(f"gcc not found: it builds {what}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"edgeq-{name}-", dir=out.parent) as tmp:
+        (Path(tmp) / "k.c").write_text(src)
+        proc = subprocess.run(["gcc", *flags, "-shared", "-fPIC", "-o", "k.so", "k.c"], cwd=tmp,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BuildError(f"build of {what} failed: {_first_error(proc.stderr + proc.stdout)}")
+        os.replace(Path(tmp) / "k.so", out)
+    return out
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "edgeq"
