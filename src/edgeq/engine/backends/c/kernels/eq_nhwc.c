@@ -252,7 +252,65 @@ static inline __attribute__((always_inline)) void tile_vnni(
 }
 #endif
 
-#ifndef EQ_NHWC_VNNI
+#if !defined(EQ_NHWC_VNNI) && defined(__aarch64__)
+#include <arm_neon.h>
+#define EQ_NHWC_NEON 1
+#ifndef NEON_R
+#define NEON_R 3 /* pixels per tile: 8 * NEON_R accumulators of the 32 vector registers */
+#endif
+
+/* The 4 u8 activations (taps 4k..4k+3, XOR flip) widened to int16 and repeated:
+ * [x0 x1 x2 x3 x0 x1 x2 x3], one per 2 channels of a weight vector. */
+static inline __attribute__((always_inline)) int16x8_t act4(uint32_t v) {
+    return vreinterpretq_s16_u16(vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(v))));
+}
+
+/* acc[r][2i], acc[r][2i+1] += the products of 16 packed weights (channels 4i..4i+3 x 4
+ * taps) with pixel r's taps. u8 x s8 fits int16 exactly (|p| <= 32640), so vmulq_s16 is
+ * exact; vpadalq_s16 adds each adjacent pair (2 taps of one channel) into an int32 lane. */
+#define NEON_MAC(R, x, wk, acc)                                                          \
+    for (int i = 0; i < 4; i++) {                                                        \
+        const int8x16_t wv = vld1q_s8((wk) + 16 * i);                                    \
+        const int16x8_t wl = vmovl_s8(vget_low_s8(wv)), wh = vmovl_high_s8(wv);          \
+        for (int r = 0; r < (R); r++) {                                                  \
+            acc[r][2 * i] = vpadalq_s16(acc[r][2 * i], vmulq_s16(x[r], wl));             \
+            acc[r][2 * i + 1] = vpadalq_s16(acc[r][2 * i + 1], vmulq_s16(x[r], wh));     \
+        }                                                                                \
+    }
+
+/* R pixels (rows a, a + lda, ...) x one block of 16 channels (w: [kp/4][16][4]):
+ * out[r * 64 + j] = sum_k (a[r][k] ^ flip) * w[j][k]. 8 int32x4 accumulators per pixel,
+ * lanes (channel, tap pair); each weight vector is widened once and feeds R pixels. */
+static inline __attribute__((always_inline)) void tile_neon(
+    const uint8_t *a, size_t lda, int K, uint32_t flip, const int8_t *w, const int R,
+    int32_t *out) {
+    int32x4_t acc[4][8];
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < 8; i++) acc[r][i] = vdupq_n_s32(0);
+    int k = 0;
+    for (; k + 4 <= K; k += 4) {
+        int16x8_t x[4];
+        for (int r = 0; r < R; r++) {
+            uint32_t v;
+            memcpy(&v, a + r * lda + k, 4);
+            x[r] = act4(v ^ flip);
+        }
+        const int8_t *wk = w + (size_t)k * 16;
+        NEON_MAC(R, x, wk, acc)
+    }
+    if (k < K) { /* taps past K read as zeros (their weights are zero too) */
+        int16x8_t x[4];
+        for (int r = 0; r < R; r++) x[r] = act4(load4(a + r * lda, k, K, flip));
+        const int8_t *wk = w + (size_t)k * 16;
+        NEON_MAC(R, x, wk, acc)
+    }
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < 4; i++)
+            vst1q_s32(out + r * 64 + 4 * i, vpaddq_s32(acc[r][2 * i], acc[r][2 * i + 1]));
+}
+#endif
+
+#if !defined(EQ_NHWC_VNNI) && !defined(EQ_NHWC_NEON)
 /* Portable: one pixel x NB blocks of 16 channels (gcc vectorises the j loop). */
 static void tile_c(const uint8_t *a, int K, uint32_t flip, const int8_t *w, int kp, int NB,
                    int32_t *out) {
@@ -331,6 +389,23 @@ static void gemm_range(const uint8_t *a, size_t lda, int K, uint32_t flip, const
                 default: TILE(1, 1); break;
                 }
                 if (!y8) store_channels(out, nj, jb, rq, y, y_dt, (size_t)p * ldy + jb);
+            }
+#elif defined(EQ_NHWC_NEON)
+            for (; p < q1; p += NEON_R) {
+                const uint8_t *ap = a + (size_t)p * lda;
+                const int nr = q1 - p < NEON_R ? q1 - p : NEON_R;
+                for (int b = 0; b < nb; b++) {
+                    const int8_t *w16 = wb + (size_t)b * 16 * kp;
+                    if (nr == NEON_R)
+                        tile_neon(ap, lda, K, flip, w16, NEON_R, out + b * 16);
+                    else
+                        for (int r = 0; r < nr; r++)
+                            tile_neon(ap + r * lda, lda, K, flip, w16, 1, out + r * 64 + b * 16);
+                }
+                for (int r = 0; r < nr; r++) {
+                    for (int j = 0; j < nj; j++) out[r * 64 + j] += bias[jb + j];
+                    store_channels(out + r * 64, nj, jb, rq, y, y_dt, (size_t)(p + r) * ldy + jb);
+                }
             }
 #else
             for (; p < q1; p++) {
