@@ -74,11 +74,25 @@ def _extreme_gemm(x_val, w_val, signed):
     return a, wt, b, ((mul, add, 0, -(2**31), 2**31 - 1), np.dtype(np.int32))
 
 
+def _wide_mul_gemm():
+    """One channel's mul past int32: that channel block takes the scalar requantisation."""
+    rng = np.random.default_rng(3)
+    rows, m, k = 5, 40, 21
+    a = rng.integers(0, 256, (rows, k)).astype(np.uint8)
+    wt = rng.integers(-128, 128, (m, k, 1, 1)).astype(np.int8)
+    b = rng.integers(-(2**20), 2**20, m).astype(np.int32)
+    mul = rng.integers(-(2**20), 2**20, m)
+    mul[35] = 2**33 + 7
+    add = rng.integers(-(2**40), 2**40, m)
+    return a, wt, b, ((mul, add, 38, 0, 255), np.dtype(np.uint8))
+
+
 @settings(max_examples=30, deadline=None)
 @given(gemm_case())
 @example(_extreme_gemm(255, -128, False))
 @example(_extreme_gemm(255, 127, False))
 @example(_extreme_gemm(127, -128, True))
+@example(_wide_mul_gemm())
 def test_gemm_nhwc_a72_matches_python_integers(a72, case):
     a, wt, b, (rqp, out_dt) = case
     rows, k = a.shape
