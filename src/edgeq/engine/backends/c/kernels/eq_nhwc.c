@@ -431,7 +431,7 @@ static void tile_c(const uint8_t *a, int K, uint32_t flip, const int8_t *w, int 
     } while (0)
 #endif
 
-#ifdef EQ_NHWC_NEON
+#if defined(EQ_NHWC_NEON) && !defined(__clang__)
 /* gcc's pre-allocation scheduler hoists all of a k step's weight loads and spills the
  * accumulators; without it the tile's registers fit (fewer guest instructions) */
 #define GEMM_RANGE_ATTR __attribute__((optimize("no-schedule-insns")))
