@@ -252,7 +252,153 @@ static inline __attribute__((always_inline)) void tile_vnni(
 }
 #endif
 
-#ifndef EQ_NHWC_VNNI
+#if !defined(EQ_NHWC_VNNI) && defined(__aarch64__)
+#include <arm_neon.h>
+#define EQ_NHWC_NEON 1
+#ifndef NEON_R
+#define NEON_R 2 /* pixels per tile: 8 * NEON_R accumulators of the 32 vector registers */
+#endif
+
+/* The A72 has no sdot. The tile multiplies in s8 x s8 -> int16 (smull: 8 exact products
+ * per instruction, |p| <= 2^14, no widening of the packed weights) and adds adjacent
+ * pairs into int32 (sadalp). The u8 taps u = a ^ flip enter as u - 128 (XOR 0x80);
+ * sum_k u*w = sum_k (u - 128)*w + 128*sum_k w, the last term per channel (wsum16). */
+
+/* acc[r][2i], acc[r][2i+1] += the products of 16 packed weights (channels 4i..4i+3 x 4
+ * taps; low 8 bytes = channels 4i, 4i+1) with pixel r's 4 taps x[r] (repeated 4 times):
+ * lanes (channel, tap pair). */
+#define NEON_MAC(R, x, wk, acc)                                                          \
+    for (int i = 0; i < 4; i++) {                                                        \
+        const int8x16_t wv = vld1q_s8((wk) + 16 * i);                                    \
+        for (int r = 0; r < (R); r++) {                                                  \
+            acc[r][2 * i] = vpadalq_s16(acc[r][2 * i], vmull_s8(vget_low_s8(x[r]),       \
+                                                                  vget_low_s8(wv)));     \
+            acc[r][2 * i + 1] = vpadalq_s16(acc[r][2 * i + 1], vmull_high_s8(x[r], wv)); \
+        }                                                                                \
+    }
+
+/* 4 taps (u8 bytes of v XOR flip) as s8 u - 128 (fl = flip ^ 0x80808080), repeated over
+ * the 16 lanes */
+static inline __attribute__((always_inline)) int8x16_t taps4(uint32_t v, uint32_t fl) {
+    return vreinterpretq_s8_u32(vdupq_n_u32(v ^ fl));
+}
+
+/* R pixels (rows a, a + lda, ...) x one block of 16 channels (w: [kp/4][16][4]):
+ * out[r * 64 + j] = corr[j] + sum_k (u[r][k] - 128) * w[j][k], u = a ^ flip. 8 int32x4
+ * accumulators per pixel; each weight vector feeds R pixels. */
+static inline __attribute__((always_inline)) void tile_neon(
+    const uint8_t *a, size_t lda, int K, uint32_t flip, const int8_t *w, const int R,
+    const int32_t *corr, int32_t *out) {
+    int32x4_t acc[4][8];
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < 8; i++) acc[r][i] = vdupq_n_s32(0);
+    const uint32_t fl = flip ^ 0x80808080u;
+    const uint8x8_t fl8 = vreinterpret_u8_u32(vdup_n_u32(fl));
+    int k = 0;
+    for (; k + 8 <= K; k += 8) { /* 8 taps per pixel: one load, two broadcasts */
+        int8x16_t x0[4], x1[4];
+        for (int r = 0; r < R; r++) {
+            const uint32x2_t v = vreinterpret_u32_u8(veor_u8(vld1_u8(a + r * lda + k), fl8));
+            x0[r] = vreinterpretq_s8_u32(vdupq_lane_u32(v, 0));
+            x1[r] = vreinterpretq_s8_u32(vdupq_lane_u32(v, 1));
+        }
+        NEON_MAC(R, x0, w + (size_t)k * 16, acc)
+        NEON_MAC(R, x1, w + (size_t)k * 16 + 64, acc)
+    }
+    if (k + 4 <= K) {
+        int8x16_t x[4];
+        for (int r = 0; r < R; r++) {
+            uint32_t v;
+            memcpy(&v, a + r * lda + k, 4);
+            x[r] = taps4(v, fl);
+        }
+        NEON_MAC(R, x, w + (size_t)k * 16, acc)
+        k += 4;
+    }
+    if (k < K) { /* taps past K: u = 0 against zero weights */
+        int8x16_t x[4];
+        for (int r = 0; r < R; r++) x[r] = taps4(load4(a + r * lda, k, K, 0), fl);
+        NEON_MAC(R, x, w + (size_t)k * 16, acc)
+    }
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < 4; i++) {
+            const int32x4_t s = vpaddq_s32(acc[r][2 * i], acc[r][2 * i + 1]);
+            vst1q_s32(out + r * 64 + 4 * i, vaddq_s32(s, vld1q_s32(corr + 4 * i)));
+        }
+}
+
+/* Vector requantisation of 8-bit outputs, exact in int64 as store_channels:
+ * clip(floor((acc*mul + add) / 2^shift)) with smlal (exact 32x32+64 -> 64 bits), sshl by
+ * -shift (an arithmetic shift right: floor), a saturating narrowing to int32 (the clip to
+ * [lo, hi] inside int32 gives the same byte) and the int32 clip. For channel blocks whose
+ * mul all fit int32 (calibrated layers); rq_vec_ok says when. */
+typedef struct {
+    int32_t mul[64];
+    int64_t add[64];
+    int64x2_t nsh;
+    int32x4_t lo, hi;
+} rq_neon;
+
+/* channels [jb, jb + nj): 1 and the constants when the vector form applies */
+static int rq_neon_setup(const eq_rq *rq, int y_dt, int jb, int nj, rq_neon *v) {
+    if (rq == NULL || (y_dt != EQ_U8 && y_dt != EQ_S8) || rq->shift < 0 || rq->shift > 63 ||
+        rq->lo < INT32_MIN || rq->hi > INT32_MAX || rq->lo > rq->hi)
+        return 0;
+    for (int j = 0; j < 64; j++) {
+        const int64_t m = j < nj ? rq->mul[jb + j] : 0;
+        if (m < INT32_MIN || m > INT32_MAX) return 0;
+        v->mul[j] = (int32_t)m;
+        v->add[j] = j < nj ? rq->add[jb + j] : 0;
+    }
+    v->nsh = vdupq_n_s64(-(int64_t)rq->shift);
+    v->lo = vdupq_n_s32((int32_t)rq->lo);
+    v->hi = vdupq_n_s32((int32_t)rq->hi);
+    return 1;
+}
+
+static inline __attribute__((always_inline)) int16x4_t rq4(const int32_t *acc, const rq_neon *v,
+                                                           int c) {
+    const int32x4_t a = vld1q_s32(acc + c), m = vld1q_s32(v->mul + c);
+    int64x2_t lo = vmlal_s32(vld1q_s64(v->add + c), vget_low_s32(a), vget_low_s32(m));
+    int64x2_t hi = vmlal_high_s32(vld1q_s64(v->add + c + 2), a, m);
+    lo = vshlq_s64(lo, v->nsh);
+    hi = vshlq_s64(hi, v->nsh);
+    const int32x4_t r = vqmovn_high_s64(vqmovn_s64(lo), hi);
+    return vmovn_s32(vminq_s32(vmaxq_s32(r, v->lo), v->hi));
+}
+
+/* y[j] = rq(acc[j]) for j < nj (bytes: the low byte of the clipped value, as
+ * store_channels; acc lanes past nj up to the next 16 are computed and dropped) */
+static void store_neon(const int32_t *acc, int nj, const rq_neon *v, uint8_t *y) {
+    for (int c = 0; c < nj; c += 16) {
+        const int16x8_t h0 = vcombine_s16(rq4(acc, v, c), rq4(acc, v, c + 4));
+        const int16x8_t h1 = vcombine_s16(rq4(acc, v, c + 8), rq4(acc, v, c + 12));
+        const uint8x16_t b = vreinterpretq_u8_s8(vmovn_high_s16(vmovn_s16(h0), h1));
+        if (nj - c >= 16) {
+            vst1q_u8(y + c, b);
+        } else {
+            uint8_t t[16];
+            vst1q_u8(t, b);
+            memcpy(y + c, t, (size_t)(nj - c));
+        }
+    }
+}
+
+/* corr[j] = bias[j] + 128 * sum_k w[j][k] for the 16 channels of a packed block (int32
+ * lanes wrap as the accumulator does; the generator proves the sum fits). */
+static void wsum16(const int8_t *w, int kp, const int32_t *bias, int nj, int32_t *corr) {
+    int32x4_t s[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+    for (int k = 0; k < kp; k += 4)
+        for (int i = 0; i < 4; i++)
+            s[i] = vpadalq_s16(s[i], vpaddlq_s8(vld1q_s8(w + (size_t)k * 16 + 16 * i)));
+    int32_t b[16] = {0};
+    memcpy(b, bias, (size_t)(nj < 16 ? nj : 16) * sizeof(int32_t));
+    for (int i = 0; i < 4; i++) /* s[i] lanes: channels 4i..4i+3 (4 taps summed) */
+        vst1q_s32(corr + 4 * i, vaddq_s32(vld1q_s32(b + 4 * i), vshlq_n_s32(s[i], 7)));
+}
+#endif
+
+#if !defined(EQ_NHWC_VNNI) && !defined(EQ_NHWC_NEON)
 /* Portable: one pixel x NB blocks of 16 channels (gcc vectorises the j loop). */
 static void tile_c(const uint8_t *a, int K, uint32_t flip, const int8_t *w, int kp, int NB,
                    int32_t *out) {
@@ -285,8 +431,16 @@ static void tile_c(const uint8_t *a, int K, uint32_t flip, const int8_t *w, int 
     } while (0)
 #endif
 
+#if defined(EQ_NHWC_NEON) && !defined(__clang__)
+/* gcc's pre-allocation scheduler hoists all of a k step's weight loads and spills the
+ * accumulators; without it the tile's registers fit (fewer guest instructions) */
+#define GEMM_RANGE_ATTR __attribute__((optimize("no-schedule-insns")))
+#else
+#define GEMM_RANGE_ATTR
+#endif
+
 /* Rows [p0, p1) x output channels [j0, j1) (j0 a multiple of 16). */
-static void gemm_range(const uint8_t *a, size_t lda, int K, uint32_t flip, const int8_t *w,
+static GEMM_RANGE_ATTR void gemm_range(const uint8_t *a, size_t lda, int K, uint32_t flip, const int8_t *w,
                        int kp, const int32_t *bias, const eq_rq *rq, void *y, int y_dt,
                        size_t ldy, int p0, int p1, int j0, int j1) {
     int32_t out[4 * 64];
@@ -331,6 +485,32 @@ static void gemm_range(const uint8_t *a, size_t lda, int K, uint32_t flip, const
                 default: TILE(1, 1); break;
                 }
                 if (!y8) store_channels(out, nj, jb, rq, y, y_dt, (size_t)p * ldy + jb);
+            }
+#elif defined(EQ_NHWC_NEON)
+            int32_t corr[64];
+            rq_neon rv;
+            const int vq = rq_neon_setup(rq, y_dt, jb, nj, &rv);
+            for (int b = 0; b < nb; b++)
+                wsum16(wb + (size_t)b * 16 * kp, kp, bias + jb + 16 * b, nj - 16 * b, corr + 16 * b);
+            for (; p < q1; p += NEON_R) {
+                const uint8_t *ap = a + (size_t)p * lda;
+                const int nr = q1 - p < NEON_R ? q1 - p : NEON_R;
+                for (int b = 0; b < nb; b++) {
+                    const int8_t *w16 = wb + (size_t)b * 16 * kp;
+                    if (nr == NEON_R)
+                        tile_neon(ap, lda, K, flip, w16, NEON_R, corr + 16 * b, out + b * 16);
+                    else
+                        for (int r = 0; r < nr; r++)
+                            tile_neon(ap + r * lda, lda, K, flip, w16, 1, corr + 16 * b,
+                                      out + r * 64 + b * 16);
+                }
+                for (int r = 0; r < nr; r++) {
+                    const size_t off = (size_t)(p + r) * ldy + jb;
+                    if (vq)
+                        store_neon(out + r * 64, nj, &rv, (uint8_t *)y + off);
+                    else
+                        store_channels(out + r * 64, nj, jb, rq, y, y_dt, off);
+                }
             }
 #else
             for (; p < q1; p++) {
