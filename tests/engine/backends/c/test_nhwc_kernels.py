@@ -203,16 +203,23 @@ def gemm_case(draw):
     return a.astype(np.int8 if signed else np.uint8), wt, b, draw(rq_case(m))
 
 
+def python_gemm(a, wt, b) -> np.ndarray:
+    """acc[r][j] = b[j] + sum_k a[r][k] * w[j][k] with Python integers (wt: [m, k, 1, 1])."""
+    rows, k = a.shape
+    m = wt.shape[0]
+    w2 = wt.reshape(m, k).tolist()
+    acc = np.array([[int(b[j]) + sum(int(p) * q for p, q in zip(a[r].tolist(), w2[j], strict=True))
+                     for j in range(m)] for r in range(rows)], dtype=np.int64)
+    return acc
+
+
 @settings(max_examples=50, deadline=None)
 @given(gemm_case())
 def test_gemm_nhwc_matches_python_integers(lib, case):
     a, wt, b, (rqp, out_dt) = case
     rows, k = a.shape
     m = wt.shape[0]
-    # expected with Python integers: y[r][j] = b[j] + sum_k a[r][k] * w[j][k]
-    w2 = wt.reshape(m, k).tolist()
-    acc = np.array([[int(b[j]) + sum(int(p) * q for p, q in zip(a[r].tolist(), w2[j], strict=True))
-                     for j in range(m)] for r in range(rows)], dtype=np.int64)
+    acc = python_gemm(a, wt, b)
     expect = _rq(acc, rqp, (1, -1))
     wp, kp, bias = _packed_conv(wt, b, a.dtype)
     r = rq_struct(*rqp)

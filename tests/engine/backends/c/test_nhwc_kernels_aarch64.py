@@ -24,6 +24,7 @@ from tests.engine.backends.c.test_nhwc_kernels import (
     conv_case,
     gemm_case,
     nhwc,
+    python_gemm,
 )
 
 HARNESS = Path(__file__).with_name("nhwc_harness.c")
@@ -96,10 +97,7 @@ def _wide_mul_gemm():
 def test_gemm_nhwc_a72_matches_python_integers(a72, case):
     a, wt, b, (rqp, out_dt) = case
     rows, k = a.shape
-    m = wt.shape[0]
-    w2 = wt.reshape(m, k).tolist()
-    acc = np.array([[int(b[j]) + sum(int(p) * q for p, q in zip(a[r].tolist(), w2[j], strict=True))
-                     for j in range(m)] for r in range(rows)], dtype=np.int64)
+    acc = python_gemm(a, wt, b)
     expect = _rq(acc, rqp, (1, -1))
     wp, kp, bias = _packed_conv(wt, b, a.dtype)
     for threads in (1, 2):  # rows or 16-channel blocks per thread

@@ -531,11 +531,15 @@ class CompiledModel:
         self.target = t
         self.batch = batch
         self.loop = loop  # a SampleLoop when the batch runs sample by sample, else None
-        self.contexts = loop.contexts if loop else 1  # arenas: one per thread in a loop
 
     @property
     def binary(self) -> Path:
         return self.directory / "run_model"
+
+    @property
+    def contexts(self) -> int:
+        """Arenas in the program: one per thread in a sample loop, else 1."""
+        return self.loop.contexts if self.loop else 1
 
     @property
     def arena_bytes(self) -> int:

@@ -12,8 +12,8 @@ weight over the N rows of a whole-batch GEMM, so it stays whole.
 Sample-by-sample is only chosen when it is the same computation: the batch-1 and the
 batch-N graphs have the same nodes, every activation of the batch-N graph is N batch-1
 activations laid end to end (leading dim scaled by N, the others equal), and no node
-works along the leading axis (a Concat/Softmax/Gather/reduction over axis 0, a Transpose
-moving it) — such a graph keeps the whole-batch program.
+works along the leading axis (a Concat or Flatten at axis 0, a layout conversion moving
+it, any op outside PER_SAMPLE_OPS) — such a graph keeps the whole-batch program.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _scaled(one: tuple, many: tuple, batch: int) -> bool:
 def _per_sample(graph: Graph, node: Node) -> bool:
     if node.op not in PER_SAMPLE_OPS:
         return False
-    if node.op == "LayoutConvert" or node.op == "Transpose":
+    if node.op == "LayoutConvert":
         perm = node.attrs.get("perm")
         return perm is not None and int(perm[0]) == 0
     if "axis" in node.attrs and node.inputs:
